@@ -1,0 +1,107 @@
+"""Initial conditions: nested white noise, the linear density field and 2LPT.
+
+The white noise is *nested*: the Fourier modes of an n^3 grid that also exist on the
+(n/2)^3 grid are copied from it, recursively down to an 8^3 base grid. So one seed gives
+the same large-scale phases at every particle count, and a higher-resolution run only
+adds small-scale modes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..cosmology import Cosmology
+from .mesh import nyquist_mask, wavenumbers
+
+_BASE_N = 8
+
+
+def _level_seed(seed: int, n: int) -> int:
+    return (int(seed) * 1_000_003 + n * 7_919) % (2**63 - 1)
+
+
+def white_noise(seed: int, n: int, device=None) -> torch.Tensor:
+    """Unit-variance complex white noise on an rfftn grid, ``[n, n, n // 2 + 1]`` complex64.
+
+    Each mode has E|w|^2 = 1 (``norm="ortho"``); the k = 0 mode and the Nyquist planes are
+    zero. Modes with |k_i| < n/4 in every axis equal those of ``white_noise(seed, n // 2)``.
+    Drawn on the CPU (so results do not depend on the device) and moved to ``device``.
+    """
+    if n < 2 or n & (n - 1):
+        raise ValueError(f"grid size must be a power of two >= 2, got {n}")
+    gen = torch.Generator().manual_seed(_level_seed(seed, n))
+    w = torch.fft.rfftn(torch.randn(n, n, n, generator=gen), norm="ortho")
+    if n > _BASE_N:
+        low = white_noise(seed, n // 2)
+        m = n // 4  # the coarse grid's modes strictly below its Nyquist frequency
+        for sx in (slice(0, m), slice(-m + 1, None)):
+            for sy in (slice(0, m), slice(-m + 1, None)):
+                w[sx, sy, :m] = low[sx, sy, :m]
+    w = w * nyquist_mask(n)
+    return w.to(device) if device is not None else w
+
+
+def linear_modes(cosmo: Cosmology, seed: int, n: int, box_size: float, device=None):
+    """Fourier modes of the z = 0 linear density contrast, ``[n, n, n // 2 + 1]`` complex.
+
+    Normalised as the unnormalised DFT, delta_k = n^3 sqrt(P(k) / V) w_k, so that
+    ``torch.fft.irfftn`` gives delta(x) on the grid. Differentiable in the cosmology.
+    """
+    w = white_noise(seed, n, device)
+    kx, ky, kz = wavenumbers(n, box_size, device, torch.float64)
+    k = torch.sqrt(kx**2 + ky**2 + kz**2)
+    k[0, 0, 0] = 1.0  # the k = 0 mode of w is zero anyway
+    amp = torch.sqrt(cosmo.linear_power(k) / box_size**3) * n**3
+    return w * amp.to(torch.float32)
+
+
+def linear_field(cosmo: Cosmology, seed: int, n: int, box_size: float, device=None):
+    """The z = 0 linear density contrast on the grid, ``[n, n, n]`` float32.
+
+    Grid point (i, j, l) sits at (i, j, l) * box_size / n Mpc/h, the Lagrangian position
+    of particle (i, j, l).
+    """
+    return torch.fft.irfftn(linear_modes(cosmo, seed, n, box_size, device), s=(n, n, n))
+
+
+def lpt_displacements(delta_k: torch.Tensor, box_size: float):
+    """First- and second-order Lagrangian displacement fields from linear modes.
+
+    delta_k: ``[n, n, n // 2 + 1]`` complex (from :func:`linear_modes`). Returns
+    (psi1, psi2), each ``[n^3, 3]`` Mpc/h per unit growth, in the convention
+    x = q + D1 psi1 + D2 psi2 with D2 = -3/7 D1^2: psi1 = -grad phi1, psi2 = grad phi2,
+    lap phi1 = delta, lap phi2 = sum_{i<j} (phi1_ii phi1_jj - phi1_ij^2).
+    """
+    n = delta_k.shape[0]
+    ks = wavenumbers(n, box_size, delta_k.device, torch.float32)
+    k2 = ks[0] ** 2 + ks[1] ** 2 + ks[2] ** 2
+    k2[0, 0, 0] = 1.0
+    phi1 = -delta_k / k2
+    shape = (n, n, n)
+
+    def grad(phi):
+        return torch.stack([torch.fft.irfftn(1j * k * phi, s=shape) for k in ks], -1).view(-1, 3)
+
+    psi1 = -grad(phi1)
+    hess = {}
+    for i in range(3):
+        for j in range(i, 3):
+            hess[i, j] = torch.fft.irfftn(-ks[i] * ks[j] * phi1, s=shape)
+    src = (
+        hess[0, 0] * hess[1, 1]
+        + hess[0, 0] * hess[2, 2]
+        + hess[1, 1] * hess[2, 2]
+        - hess[0, 1] ** 2
+        - hess[0, 2] ** 2
+        - hess[1, 2] ** 2
+    )
+    src_k = torch.fft.rfftn(src) * nyquist_mask(n, delta_k.device)
+    psi2 = grad(-src_k / k2)
+    return psi1, psi2
+
+
+def second_order_growth(cosmo: Cosmology, a):
+    """D2(a) = -3/7 D1(a)^2 Omega_m(a)^(-1/143) and its derivative dD2/da (~ 2 D2 D1'/D1)."""
+    d1 = cosmo.growth_factor(a)
+    d2 = -3.0 / 7.0 * d1**2 * cosmo.omega_m_a(a) ** (-1.0 / 143.0)
+    return d2, 2.0 * d2 * cosmo.growth_derivative(a) / d1
