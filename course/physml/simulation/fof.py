@@ -36,7 +36,8 @@ def friends_of_friends(
     unit (conventionally 0.2 times the mean inter-particle separation); pairs closer than
     or at the linking length are friends. Groups with fewer than ``min_members`` particles
     are dropped. Centres of mass are computed from minimum-image offsets to one member, so
-    groups that straddle the boundary get the right centre. vel: optional ``[N, 3]``.
+    groups that straddle the boundary get the right centre (valid for groups smaller than
+    half the box, which halos are). vel: optional ``[N, 3]``.
     """
     pos = np.asarray(pos, dtype=np.float64)
     n = len(pos)

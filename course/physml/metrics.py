@@ -1,0 +1,171 @@
+r"""Scores of point predictions with uncertainties: :math:`\epsilon`, :math:`r^2`,
+:math:`\chi^2`, coverage.
+
+Inputs are numpy arrays (or anything :func:`numpy.asarray` takes) of shape ``[n]`` (one
+target) or ``[n, T]`` (``T`` targets, one column each): ``pred`` the predicted means,
+``std`` the predicted standard deviations (> 0), ``true`` the true values. A ``[n]`` input
+gives a Python ``float``; a ``[n, T]`` input gives a float64 array ``[T]``, one value per
+column. :func:`summary` collects everything in a plain (JSON-serialisable) dict.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import norm
+
+__all__ = ["chi2", "coverage", "epsilon", "r2", "summary"]
+
+
+def _arrays(**named) -> list[np.ndarray]:
+    """float64 copies, checked: same shape, 1-D or 2-D, at least one row, all finite."""
+    out = []
+    shape = None
+    for name, value in named.items():
+        a = np.asarray(value, dtype=np.float64)
+        if a.ndim not in (1, 2):
+            raise ValueError(f"{name}: expected shape [n] or [n, T], got {list(a.shape)}")
+        if shape is None:
+            shape = a.shape
+        elif a.shape != shape:
+            first = next(iter(named))
+            raise ValueError(f"{name}: shape {list(a.shape)} differs from {first}'s {list(shape)}")
+        if a.shape[0] == 0:
+            raise ValueError(f"{name}: no entries (shape {list(a.shape)})")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(
+                f"{name}: contains NaN or inf ({int(np.sum(~np.isfinite(a)))} entries)"
+            )
+        out.append(a)
+    return out
+
+
+def _check_std(std: np.ndarray) -> None:
+    if np.any(std <= 0):
+        raise ValueError(f"std: expected > 0 everywhere, got min {std.min():.6g}")
+
+
+def _out(v):
+    v = np.asarray(v, dtype=np.float64)
+    return float(v) if v.ndim == 0 else v
+
+
+def epsilon(pred, true):
+    r"""Mean relative error :math:`\epsilon = \frac{1}{n}\sum_k |\hat y_k - y_k| / |y_k|`.
+
+    Relative to the **truth** :math:`y_k` (the source notebook divided by the prediction
+    :math:`\hat y_k`, which rewards over-prediction). A fraction, not a percentage.
+
+    Args:
+        pred: ``[n]`` or ``[n, T]`` predictions.
+        true: same shape, true values (non-zero).
+
+    Returns:
+        ``float`` (1-D input) or ``[T]`` array.
+    """
+    pred, true = _arrays(pred=pred, true=true)
+    if np.any(true == 0):
+        raise ValueError("true: contains zeros, the relative error is undefined")
+    return _out(np.mean(np.abs(pred - true) / np.abs(true), axis=0))
+
+
+def r2(pred, true):
+    r"""Coefficient of determination :math:`r^2 = 1 - \sum_k (\hat y_k - y_k)^2 /
+    \sum_k (y_k - \bar y)^2`.
+
+    1 for perfect predictions, 0 for always predicting the mean :math:`\bar y` of the truth,
+    negative for worse. NaN for a column whose truth is constant (e.g. ``n = 1``).
+
+    Args:
+        pred: ``[n]`` or ``[n, T]`` predictions.
+        true: same shape, true values.
+
+    Returns:
+        ``float`` (1-D input) or ``[T]`` array.
+    """
+    pred, true = _arrays(pred=pred, true=true)
+    ss_res = np.sum((pred - true) ** 2, axis=0)
+    ss_tot = np.sum((true - true.mean(axis=0)) ** 2, axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value = np.where(ss_tot > 0, 1 - ss_res / np.where(ss_tot > 0, ss_tot, 1), np.nan)
+    return _out(value)
+
+
+def chi2(pred, std, true):
+    r"""Reduced :math:`\chi^2 = \frac{1}{n}\sum_k \big((\hat y_k - y_k)/\sigma_k\big)^2`.
+
+    About 1 when the residuals are Gaussian with the predicted :math:`\sigma_k`; > 1 when
+    the uncertainties are too small (over-confident), < 1 when too large.
+
+    Args:
+        pred: ``[n]`` or ``[n, T]`` predicted means.
+        std: same shape, predicted standard deviations (> 0).
+        true: same shape, true values.
+
+    Returns:
+        ``float`` (1-D input) or ``[T]`` array.
+    """
+    pred, std, true = _arrays(pred=pred, std=std, true=true)
+    _check_std(std)
+    return _out(np.mean(((pred - true) / std) ** 2, axis=0))
+
+
+def coverage(pred, std, true, level: float = 0.68):
+    r"""Fraction of true values inside the central ``level`` Gaussian interval:
+    :math:`\frac{1}{n}\#\{k : |\hat y_k - y_k| \le z\,\sigma_k\}` with
+    :math:`z = \Phi^{-1}\big((1 + \text{level})/2\big)` (:math:`z = 0.994` for 0.68,
+    :math:`1.960` for 0.95).
+
+    Equal to ``level`` (within sampling noise) for calibrated Gaussian uncertainties.
+
+    Args:
+        pred: ``[n]`` or ``[n, T]`` predicted means.
+        std: same shape, predicted standard deviations (> 0).
+        true: same shape, true values.
+        level: interval probability in (0, 1).
+
+    Returns:
+        ``float`` (1-D input) or ``[T]`` array.
+    """
+    level = float(level)
+    if not 0 < level < 1:
+        raise ValueError(f"level: expected a probability in (0, 1), got {level!r}")
+    pred, std, true = _arrays(pred=pred, std=std, true=true)
+    _check_std(std)
+    z = norm.ppf((1 + level) / 2)
+    return _out(np.mean(np.abs(pred - true) <= z * std, axis=0))
+
+
+def summary(pred, std, true, names) -> dict:
+    r"""All metrics per target.
+
+    Args:
+        pred: ``[n, T]`` (or ``[n]`` for ``T = 1``) predicted means.
+        std: same shape, predicted standard deviations (> 0).
+        true: same shape, true values.
+        names: ``T`` target names, e.g. ``["sigma_8", "Omega_m"]`` (a single string is
+            accepted for ``T = 1``).
+
+    Returns:
+        ``{name: {"epsilon", "r2", "chi2", "coverage_68", "coverage_95"}, ...,
+        "n_catalogs": n}`` with Python floats (``r2`` may be NaN, see :func:`r2`).
+    """
+    pred, std, true = _arrays(pred=pred, std=std, true=true)
+    if pred.ndim == 1:
+        pred, std, true = pred[:, None], std[:, None], true[:, None]
+    names = [names] if isinstance(names, str) else list(names)
+    if len(names) != pred.shape[1]:
+        raise ValueError(f"names: {len(names)} names for {pred.shape[1]} target columns")
+    if len(set(names)) != len(names) or "n_catalogs" in names:
+        raise ValueError(f"names: expected distinct names other than 'n_catalogs', got {names}")
+    columns = {
+        "epsilon": epsilon(pred, true),
+        "r2": r2(pred, true),
+        "chi2": chi2(pred, std, true),
+        "coverage_68": coverage(pred, std, true, 0.68),
+        "coverage_95": coverage(pred, std, true, 0.95),
+    }
+    out: dict = {}
+    for t, name in enumerate(names):
+        out[str(name)] = {key: float(values[t]) for key, values in columns.items()}
+    out["n_catalogs"] = int(pred.shape[0])
+    return out

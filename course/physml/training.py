@@ -1,0 +1,492 @@
+r"""Losses, the Lightning module, the trainer factory, checkpoint loading and prediction.
+
+Typical use::
+
+    trainer = make_trainer(max_epochs=100, out_dir="runs/invariant", fast=fast_mode())
+    model = GNNRegressor(embedding="invariant", target="sigma8", feature_norm=norm)
+    trainer.fit(model, train_loader, val_loader)
+    best = load_model("runs/invariant/best.ckpt")
+    mean, std, true = predict(best, test_loader)
+
+(:func:`make_trainer` seeds every generator, so build the model after it for a reproducible
+initialisation.)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from torch import Tensor
+
+from physml.models import EMBEDDINGS, MPGNN, TARGETS, target_columns
+
+__all__ = [
+    "FAST_MAX_EPOCHS",
+    "LOSSES",
+    "SCHEDULERS",
+    "GNNRegressor",
+    "gaussian_nll",
+    "heteroscedastic_loss",
+    "load_model",
+    "make_loss",
+    "make_trainer",
+    "predict",
+]
+
+#: Epoch cap of :func:`make_trainer` in fast mode (CI, ``PHYSML_FAST=1``).
+FAST_MAX_EPOCHS = 2
+#: Accepted learning-rate schedules of :class:`GNNRegressor`.
+SCHEDULERS = ("cosine", "plateau", "none")
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def _check_loss_inputs(mean: Tensor, std: Tensor, true: Tensor) -> None:
+    if mean.dim() != 2 or mean.shape != std.shape or mean.shape != true.shape:
+        raise ValueError(
+            "mean, std, true: expected equal shapes [B, T], got "
+            f"{list(mean.shape)}, {list(std.shape)}, {list(true.shape)}"
+        )
+
+
+def heteroscedastic_loss(mean: Tensor, std: Tensor, true: Tensor) -> Tensor:
+    r"""The source notebook's loss for a mean and an uncertainty, summed over targets.
+
+    .. math::
+        L = \sum_t \Big[\log \big\langle (\mu - y)^2 \big\rangle
+            + \log \big\langle \big((\mu - y)^2 - \sigma^2\big)^2 \big\rangle\Big]
+
+    with :math:`\langle\cdot\rangle` the mean over the batch. The first term is the
+    (log) mean squared error and fits :math:`\mu`; the second is minimised when
+    :math:`\sigma^2` equals the squared residual, i.e. it trains :math:`\sigma` to predict
+    the size of the error (moment matching, "heteroscedastic" = per-example variance). The
+    logs make the two terms scale-free, so neither dominates as the errors shrink and
+    targets of different ranges weigh alike. It does not need :math:`\sigma > 0`, but it is
+    :math:`-\infty` for a batch with zero residuals (impossible in practice).
+
+    Args:
+        mean: ``[B, T]`` predicted means.
+        std: ``[B, T]`` predicted standard deviations.
+        true: ``[B, T]`` true values.
+
+    Returns:
+        Scalar tensor.
+    """
+    _check_loss_inputs(mean, std, true)
+    res2 = (mean - true) ** 2
+    per_target = torch.log(res2.mean(dim=0)) + torch.log(((res2 - std**2) ** 2).mean(dim=0))
+    return per_target.sum()
+
+
+def gaussian_nll(mean: Tensor, std: Tensor, true: Tensor) -> Tensor:
+    r"""Gaussian negative log-likelihood, mean over the batch, summed over targets.
+
+    .. math::
+        L = \sum_t \Big\langle \log\sigma + \frac{(\mu - y)^2}{2\sigma^2}
+            + \tfrac12\log 2\pi \Big\rangle
+
+    The proper scoring rule for a Gaussian prediction (requires :math:`\sigma > 0`).
+
+    Args:
+        mean: ``[B, T]`` predicted means.
+        std: ``[B, T]`` predicted standard deviations (> 0).
+        true: ``[B, T]`` true values.
+
+    Returns:
+        Scalar tensor.
+    """
+    _check_loss_inputs(mean, std, true)
+    nll = torch.log(std) + 0.5 * ((mean - true) / std) ** 2 + 0.5 * math.log(2 * math.pi)
+    return nll.mean(dim=0).sum()
+
+
+#: Loss name -> function ``(mean, std, true) -> scalar``.
+LOSSES: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
+    "heteroscedastic": heteroscedastic_loss,
+    "gaussian_nll": gaussian_nll,
+}
+
+
+def make_loss(name: str) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    """Loss function by name, a key of :data:`LOSSES`."""
+    if name not in LOSSES:
+        raise ValueError(f"loss: expected one of {tuple(LOSSES)}, got {name!r}")
+    return LOSSES[name]
+
+
+# --------------------------------------------------------------------------- module
+
+
+def _clean_feature_norm(feature_norm) -> dict | None:
+    if feature_norm is None:
+        return None
+    if not isinstance(feature_norm, dict):
+        raise ValueError(
+            f"feature_norm: expected None or a dict of floats, got {type(feature_norm).__name__}"
+        )
+    out = {}
+    for key, value in feature_norm.items():
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"feature_norm[{key!r}]: expected a float, got {value!r}") from None
+        if not math.isfinite(v):
+            raise ValueError(f"feature_norm[{key!r}]: expected a finite float, got {value!r}")
+        out[str(key)] = v
+    return out
+
+
+class GNNRegressor(pl.LightningModule):
+    r"""Lightning wrapper of :class:`~physml.models.MPGNN` predicting (mean, std) of the
+    target parameters of each catalog.
+
+    Every argument is a primitive (or a dict of floats) and saved with
+    ``save_hyperparameters()``; :func:`load_model` rebuilds the network from the values
+    stored in the checkpoint, and the checkpoint loads with ``torch.load(...,
+    weights_only=True)``.
+
+    Args:
+        r_link: radius the graphs were built with, box units (0.2 = 5 Mpc/h in a 25 Mpc/h
+            box).
+        node_emb_size, edge_emb_size, hidden_size, n_layers: network sizes (see
+            :class:`~physml.models.MPGNN`).
+        embedding: ``"invariant"`` or ``"cartesian"``.
+        target: ``"sigma8"`` or ``"both"`` (:data:`~physml.models.TARGETS`).
+        loss: ``"heteroscedastic"`` or ``"gaussian_nll"`` (:data:`LOSSES`).
+        lr: AdamW learning rate.
+        weight_decay: AdamW (decoupled) weight decay.
+        scheduler: ``"cosine"`` (cosine annealing over the trainer's ``max_epochs`` to
+            ``lr / 100``), ``"plateau"`` (halve on a 5-epoch ``val_loss`` plateau) or
+            ``"none"``.
+        feature_norm: the preprocessing constants used to build the data, e.g.
+            ``{"log_mass_mean", "log_mass_std", "log_n_mean", "log_n_std"}`` (floats);
+            stored so that evaluation uses the same; not used by the network itself.
+        mass_cut: halo mass cut of the catalogs, Msun/h (metadata).
+        box_size_mpc: box side, Mpc/h (metadata: positions are in box units).
+    """
+
+    def __init__(
+        self,
+        r_link: float = 0.2,
+        node_emb_size: int = 16,
+        edge_emb_size: int = 16,
+        hidden_size: int = 48,
+        n_layers: int = 2,
+        embedding: str = "invariant",
+        target: str = "sigma8",
+        loss: str = "heteroscedastic",
+        lr: float = 5e-4,
+        weight_decay: float = 1e-3,
+        scheduler: str = "cosine",
+        feature_norm: dict | None = None,
+        mass_cut: float = 2e11,
+        box_size_mpc: float = 25.0,
+    ):
+        super().__init__()
+        if embedding not in EMBEDDINGS:
+            raise ValueError(f"embedding: expected one of {EMBEDDINGS}, got {embedding!r}")
+        if scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler: expected one of {SCHEDULERS}, got {scheduler!r}")
+        self.columns = target_columns(target)
+        self.loss_fn = make_loss(loss)
+        r_link, lr, weight_decay = float(r_link), float(lr), float(weight_decay)
+        mass_cut, box_size_mpc = float(mass_cut), float(box_size_mpc)
+        if not lr > 0 or not weight_decay >= 0:
+            raise ValueError(f"lr > 0 and weight_decay >= 0 expected, got {lr}, {weight_decay}")
+        feature_norm = _clean_feature_norm(feature_norm)
+        self.save_hyperparameters()
+        self.model = MPGNN(
+            r_link=r_link,
+            node_emb_size=node_emb_size,
+            edge_emb_size=edge_emb_size,
+            hidden_size=hidden_size,
+            n_layers=n_layers,
+            n_targets=len(self.columns),
+            embedding=embedding,
+            box_size=1.0,
+        )
+
+    @property
+    def target_names(self) -> tuple[str, ...]:
+        """Names of the predicted parameters, e.g. ``("sigma_8",)``."""
+        return TARGETS[self.hparams.target]
+
+    def forward(self, batch) -> tuple[Tensor, Tensor]:
+        """``(mean, std)``, ``[B, T]`` each, physical units (see :class:`MPGNN`)."""
+        return self.model(batch)
+
+    def _targets(self, batch) -> Tensor:
+        y = getattr(batch, "y", None)
+        if y is None or y.dim() != 2 or y.size(1) <= max(self.columns):
+            shape = None if y is None else list(y.shape)
+            raise ValueError(f"batch.y: expected shape [B, 2] (sigma_8, Omega_m), got {shape}")
+        return y[:, self.columns]
+
+    def _step(self, batch, batch_idx: int, stage: str) -> Tensor:
+        mean, std = self(batch)
+        true = self._targets(batch)
+        loss = self.loss_fn(mean, std, true)
+        if not bool(torch.isfinite(loss)):
+            self._raise_non_finite(stage, batch_idx, loss, mean, std, true)
+        self.log(
+            f"{stage}_loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=int(batch.num_graphs),
+        )
+        return loss
+
+    def _raise_non_finite(self, stage, batch_idx, loss, mean, std, true) -> None:
+        parts = []
+        for name, t in (("mean", mean), ("std", std), ("y", true)):
+            bad = int((~torch.isfinite(t)).sum())
+            if bad:
+                parts.append(f"{name} has {bad} non-finite of {t.numel()} entries")
+        if not parts:
+            parts.append(
+                "mean, std and y are finite: the loss itself overflowed (e.g. log of 0, or "
+                "std -> 0 with gaussian_nll); try a smaller lr"
+            )
+        raise RuntimeError(
+            f"non-finite {stage} loss ({self.hparams.loss}) = {float(loss)} at epoch "
+            f"{self.current_epoch}, batch {batch_idx}: {'; '.join(parts)}. Training stopped."
+        )
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        return self._step(batch, batch_idx, "train")
+
+    def validation_step(self, batch, batch_idx: int) -> Tensor:
+        return self._step(batch, batch_idx, "val")
+
+    def test_step(self, batch, batch_idx: int) -> Tensor:
+        return self._step(batch, batch_idx, "test")
+
+    def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+        """``{"mean", "std", "y"}``, ``[B, T]`` each (``y``: the true targets)."""
+        mean, std = self(batch)
+        return {"mean": mean, "std": std, "y": self._targets(batch)}
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(
+            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
+        kind = self.hparams.scheduler
+        if kind == "none":
+            return opt
+        if kind == "plateau":
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                opt, mode="min", factor=0.5, patience=5
+            )
+            return {
+                "optimizer": opt,
+                "lr_scheduler": {"scheduler": sched, "monitor": "val_loss", "interval": "epoch"},
+            }
+        max_epochs = getattr(self._trainer, "max_epochs", None)
+        t_max = max_epochs if max_epochs and max_epochs > 0 else 100
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+            opt, T_max=t_max, eta_min=self.hparams.lr / 100
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        from physml import __version__
+
+        checkpoint["physml_version"] = str(__version__)
+
+
+# --------------------------------------------------------------------------- trainer
+
+
+def _tensorboard_available() -> bool:
+    return any(importlib.util.find_spec(m) is not None for m in ("tensorboard", "tensorboardX"))
+
+
+def make_trainer(
+    max_epochs: int,
+    out_dir,
+    patience: int = 20,
+    fast: bool = False,
+    progress: bool = True,
+    seed: int = 0,
+    **trainer_kwargs,
+) -> pl.Trainer:
+    r"""A :class:`pytorch_lightning.Trainer` set up for the course.
+
+    * ``accelerator="auto"``, ``devices=1`` (GPU if there is one, else CPU);
+    * :class:`ModelCheckpoint` on ``val_loss`` (min), keeping the best model only as
+      ``out_dir/best.ckpt`` (overwritten when rerun in the same directory);
+    * :class:`EarlyStopping` on ``val_loss`` after ``patience`` epochs without improvement;
+    * a TensorBoard logger in ``out_dir/tb`` (CSV logger in ``out_dir/csv`` when tensorboard
+      is not installed) and the learning rate logged every epoch;
+    * ``pl.seed_everything(seed, workers=True)`` (called here, so build the model after this
+      call for reproducible weights) and ``deterministic="warn"`` (deterministic algorithms
+      where PyTorch has them, a warning elsewhere).
+
+    Args:
+        max_epochs: maximum number of epochs.
+        out_dir: directory for the checkpoint and logs (created).
+        patience: early-stopping patience, epochs.
+        fast: fast mode (CI): at most :data:`FAST_MAX_EPOCHS` epochs, no sanity validation,
+            no model summary.
+        progress: show the progress bar and model summary.
+        seed: global seed.
+        **trainer_kwargs: passed on to :class:`pytorch_lightning.Trainer` (override the
+            above, e.g. ``limit_train_batches``).
+
+    Returns:
+        The trainer; its ``checkpoint_callback.best_model_path`` is the best checkpoint.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(seed, workers=True, verbose=False)
+    max_epochs = int(max_epochs)
+    if fast:
+        max_epochs = min(max_epochs, FAST_MAX_EPOCHS)
+    if _tensorboard_available():
+        logger = TensorBoardLogger(save_dir=str(out_dir), name="tb", default_hp_metric=False)
+    else:
+        logger = CSVLogger(save_dir=str(out_dir), name="csv")
+    callbacks = [
+        ModelCheckpoint(
+            dirpath=str(out_dir),
+            filename="best",
+            monitor="val_loss",
+            mode="min",
+            save_top_k=1,
+            enable_version_counter=False,
+        ),
+        EarlyStopping(monitor="val_loss", mode="min", patience=patience),
+        LearningRateMonitor(logging_interval="epoch"),
+    ]
+    kwargs = dict(
+        max_epochs=max_epochs,
+        accelerator="auto",
+        devices=1,
+        callbacks=callbacks,
+        logger=logger,
+        log_every_n_steps=1,
+        enable_progress_bar=progress,
+        enable_model_summary=progress and not fast,
+        deterministic="warn",
+        default_root_dir=str(out_dir),
+    )
+    if fast:
+        kwargs["num_sanity_val_steps"] = 0
+    kwargs.update(trainer_kwargs)
+    return pl.Trainer(**kwargs)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_model(checkpoint_path, map_location="cpu") -> GNNRegressor:
+    r"""Rebuilds a :class:`GNNRegressor` from a checkpoint, with the hyperparameters
+    **stored in the checkpoint** (the source notebook reloaded with other ones).
+
+    The file is read with ``torch.load(..., weights_only=True)`` (no arbitrary code runs) and
+    the weights are loaded strictly. The model is returned in eval mode.
+
+    Args:
+        checkpoint_path: a ``.ckpt`` written by Lightning (e.g. ``out_dir/best.ckpt``).
+        map_location: device for the weights (``"cpu"``, ``"cuda"``, ...).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: not a physml checkpoint (unreadable with ``weights_only=True``, or
+            missing the ``"hyper_parameters"`` / ``"state_dict"`` key), invalid
+            hyperparameters, or weights mismatched with the hyperparameters.
+    """
+    path = Path(checkpoint_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # UnpicklingError, RuntimeError, EOFError, ...
+        raise ValueError(
+            f"{path}: not a physml checkpoint (torch.load(weights_only=True) failed: "
+            f"{type(err).__name__}: {err})"
+        ) from err
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path}: not a physml checkpoint (a {type(ckpt).__name__}, not a dict)")
+    for key in ("hyper_parameters", "state_dict"):
+        if key not in ckpt:
+            raise ValueError(f"{path}: not a physml checkpoint (missing key {key!r})")
+    hparams = dict(ckpt["hyper_parameters"])
+    accepted = set(inspect.signature(GNNRegressor.__init__).parameters) - {"self"}
+    unknown = sorted(set(hparams) - accepted)
+    if unknown:
+        raise ValueError(
+            f"{path}: hyper_parameters has keys GNNRegressor does not accept: {unknown}"
+        )
+    try:
+        model = GNNRegressor(**hparams)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: invalid hyper_parameters {hparams}: {err}") from err
+    try:
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except RuntimeError as err:
+        raise ValueError(
+            f"{path}: state_dict mismatched with the stored hyper_parameters {hparams}: {err}"
+        ) from err
+    model.to(map_location if isinstance(map_location, str | torch.device) else "cpu")
+    return model.eval()
+
+
+# --------------------------------------------------------------------------- prediction
+
+
+def predict(model, loader) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""Predictions over a loader, without a Lightning trainer.
+
+    Runs on the model's device, in eval mode, under ``torch.no_grad()`` (the model's
+    training mode is restored afterwards).
+
+    Args:
+        model: a :class:`GNNRegressor` (targets: its ``target``) or an
+            :class:`~physml.models.MPGNN` (targets: the first ``n_targets`` columns of ``y``).
+        loader: iterable of PyG batches with ``y`` ``[B, 2]``.
+
+    Returns:
+        ``mean``, ``std``, ``true``: float64 arrays ``[n, T]`` (``n`` graphs, ``T`` targets).
+    """
+    if isinstance(model, GNNRegressor):
+        columns = model.columns
+    elif isinstance(model, MPGNN):
+        columns = list(range(model.n_targets))
+    else:
+        raise TypeError(f"model: expected a GNNRegressor or MPGNN, got {type(model).__name__}")
+    param = next(model.parameters())
+    device = param.device
+    was_training = model.training
+    means, stds, trues = [], [], []
+    model.eval()
+    try:
+        with torch.no_grad():
+            for batch in loader:
+                batch = batch.to(device)
+                mean, std = model(batch)
+                y = getattr(batch, "y", None)
+                if y is None or y.dim() != 2 or y.size(1) <= max(columns):
+                    shape = None if y is None else list(y.shape)
+                    raise ValueError(f"batch.y: expected shape [B, 2], got {shape}")
+                means.append(mean.double().cpu())
+                stds.append(std.double().cpu())
+                trues.append(y[:, columns].double().cpu())
+    finally:
+        model.train(was_training)
+    if not means:
+        empty = np.zeros((0, len(columns)))
+        return empty, empty.copy(), empty.copy()
+    return tuple(torch.cat(t).numpy() for t in (means, stds, trues))
