@@ -77,10 +77,11 @@ def _info(args) -> int:
     for name in SET_NAMES:
         cset = load_bundled(name)
         n = cset.n_halos
+        om, s8 = cset.omega_m, cset.sigma_8
         print(
-            f"{name:>3}: {len(cset):5d} catalogs, halos per catalog {n.min()}..{n.max()} "
-            f"(median {int(np.median(n))}), Omega_m {cset.omega_m.min():.3f}..{cset.omega_m.max():.3f}, "
-            f"sigma_8 {cset.sigma_8.min():.3f}..{cset.sigma_8.max():.3f}  [{cset.source}]"
+            f"{name:>3}: {len(cset):5d} catalogs, {n.min()}..{n.max()} halos per catalog "
+            f"(median {int(np.median(n))}), Omega_m {om.min():.3f}..{om.max():.3f}, "
+            f"sigma_8 {s8.min():.3f}..{s8.max():.3f}  [{cset.source}]"
         )
     return 0
 

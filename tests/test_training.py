@@ -1,0 +1,225 @@
+"""Tests of physml.training: losses, the NaN guard, a tiny fit, checkpoints, prediction."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from pytorch_lightning.loggers import CSVLogger
+from torch_geometric.data import Batch, Data
+from torch_geometric.loader import DataLoader
+
+import physml.training as training
+from physml.graphs import radius_graph
+from physml.training import (
+    GNNRegressor,
+    gaussian_nll,
+    heteroscedastic_loss,
+    load_model,
+    make_loss,
+    make_trainer,
+    predict,
+)
+
+SMALL = dict(node_emb_size=4, edge_emb_size=4, hidden_size=8, n_layers=1)
+NORM = {"log_mass_mean": 11.8, "log_mass_std": 0.45, "log_n_mean": 2.6, "log_n_std": 0.1}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is faster, and robust to a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_graphs(n_graphs=20, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for k in range(n_graphs):
+        n = int(torch.randint(0, 16, (1,), generator=g))
+        pos = torch.rand(n, 3, generator=g)
+        y = torch.stack([0.6 + 0.4 * torch.rand(1, generator=g), 0.1 + 0.4 * torch.rand(1)], 1)
+        out.append(
+            Data(
+                x=torch.randn(n, 1, generator=g),
+                pos=pos,
+                edge_index=radius_graph(pos, 0.2, box_size=1.0),
+                u=torch.full((1, 1), (n - 8) / 5.0),
+                y=y,
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def test_heteroscedastic_loss_by_hand():
+    mean = torch.tensor([[1.0, 0.3], [2.0, 0.1]])
+    std = torch.tensor([[1.0, 0.1], [1.0, 0.2]])
+    true = torch.zeros(2, 2)
+    # target 0: residuals^2 = (1, 4): mean 2.5; (r^2 - s^2)^2 = (0, 9): mean 4.5
+    # target 1: residuals^2 = (0.09, 0.01): mean 0.05; (0.08^2, 0.03^2): mean 0.00365
+    expected = math.log(2.5) + math.log(4.5) + math.log(0.05) + math.log(0.00365)
+    assert float(heteroscedastic_loss(mean, std, true)) == pytest.approx(expected, rel=1e-6)
+    # the second term is smallest when std^2 equals the squared residual
+    s = torch.tensor([[1.0], [2.0]], requires_grad=True)
+    heteroscedastic_loss(torch.tensor([[1.0], [2.0]]), s, torch.zeros(2, 1)).backward()
+    assert s.grad.abs().max() < 1e-6
+
+
+def test_gaussian_nll_matches_torch_distributions():
+    g = torch.Generator().manual_seed(0)
+    mean, true = torch.randn(7, 2, generator=g), torch.randn(7, 2, generator=g)
+    std = torch.rand(7, 2, generator=g) + 0.1
+    ref = -torch.distributions.Normal(mean, std).log_prob(true).mean(0).sum()
+    torch.testing.assert_close(gaussian_nll(mean, std, true), ref)
+
+
+def test_make_loss():
+    assert make_loss("heteroscedastic") is heteroscedastic_loss
+    assert make_loss("gaussian_nll") is gaussian_nll
+    with pytest.raises(ValueError, match="heteroscedastic.*gaussian_nll"):
+        make_loss("mse")
+    with pytest.raises(ValueError, match="shapes"):
+        heteroscedastic_loss(torch.zeros(3, 1), torch.zeros(3, 1), torch.zeros(3))
+
+
+# --------------------------------------------------------------------------- module
+
+
+def test_hyperparameter_validation():
+    for kwargs, match in [
+        ({"target": "omega"}, "sigma8"),
+        ({"loss": "mse"}, "heteroscedastic"),
+        ({"embedding": "polar"}, "cartesian"),
+        ({"scheduler": "step"}, "cosine"),
+        ({"feature_norm": {"log_mass_mean": "a"}}, "feature_norm"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            GNNRegressor(**kwargs)
+    m = GNNRegressor(**SMALL, target="both", feature_norm=NORM)
+    assert m.target_names == ("sigma_8", "Omega_m")
+    json.dumps(dict(m.hparams))  # primitives only
+
+
+def test_non_finite_loss_raises_with_location():
+    model = GNNRegressor(**SMALL)
+    batch = Batch.from_data_list(tiny_graphs(4))
+
+    def nan_forward(data):
+        mean = torch.full((data.num_graphs, 1), float("nan"))
+        return mean, torch.ones(data.num_graphs, 1)
+
+    model.model.forward = nan_forward
+    with pytest.raises(RuntimeError, match=r"train loss \(heteroscedastic\).*epoch 0, batch 3.*mean"):
+        model.training_step(batch, 3)
+
+    model = GNNRegressor(**SMALL, loss="gaussian_nll")
+    batch.y[1, 0] = float("inf")
+    with pytest.raises(RuntimeError, match=r"val loss \(gaussian_nll\).*batch 0.*y has 1"):
+        model.validation_step(batch, 0)
+
+
+def test_nan_stops_a_lightning_fit(tmp_path):
+    graphs = tiny_graphs(6)
+    for d in graphs:
+        d.y[0, 0] = float("nan")
+    trainer = make_trainer(5, tmp_path, fast=True, progress=False, logger=False)
+    with pytest.raises(RuntimeError, match="epoch 0, batch 0"):
+        trainer.fit(GNNRegressor(**SMALL), DataLoader(graphs, batch_size=3))
+
+
+def test_optimizer_and_schedules():
+    opt = GNNRegressor(**SMALL).configure_optimizers()
+    assert isinstance(opt["optimizer"], torch.optim.AdamW)
+    assert opt["lr_scheduler"]["scheduler"].T_max == 100  # no trainer attached
+    plateau = GNNRegressor(**SMALL, scheduler="plateau").configure_optimizers()
+    assert plateau["lr_scheduler"]["monitor"] == "val_loss"
+    assert isinstance(GNNRegressor(**SMALL, scheduler="none").configure_optimizers(), torch.optim.AdamW)
+
+
+def test_make_trainer(tmp_path, monkeypatch):
+    trainer = make_trainer(50, tmp_path / "a", fast=True, progress=False)
+    assert trainer.max_epochs == training.FAST_MAX_EPOCHS
+    assert trainer.checkpoint_callback.monitor == "val_loss"
+    monkeypatch.setattr(training, "_tensorboard_available", lambda: False)
+    trainer = make_trainer(50, tmp_path / "b", progress=False)
+    assert trainer.max_epochs == 50
+    assert isinstance(trainer.logger, CSVLogger)
+
+
+# --------------------------------------------------------------------------- fit, checkpoints
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fit")
+    graphs = tiny_graphs(20)
+    trainer = make_trainer(2, out, fast=True, progress=False, seed=1)
+    model = GNNRegressor(**SMALL, target="both", feature_norm=NORM)
+    train = DataLoader(graphs[:15], batch_size=5, shuffle=True)
+    val = DataLoader(graphs[15:], batch_size=5)
+    trainer.fit(model, train, val)
+    last = out / "last.ckpt"
+    trainer.save_checkpoint(last)
+    return out, model, last, graphs
+
+
+def test_fit_writes_best_checkpoint(fitted):
+    out, model, _, graphs = fitted
+    best = out / "best.ckpt"
+    assert best.is_file()
+    ckpt = torch.load(best, map_location="cpu", weights_only=True)
+    hp = ckpt["hyper_parameters"]
+    assert hp["feature_norm"] == NORM and hp["target"] == "both" and hp["hidden_size"] == 8
+    loaded = load_model(best)
+    assert not loaded.training
+    mean, std, true = predict(loaded, DataLoader(graphs, batch_size=7))
+    assert mean.shape == std.shape == true.shape == (20, 2) and mean.dtype == np.float64
+    assert np.all(np.isfinite(mean)) and np.all(std > 0)
+    np.testing.assert_allclose(true, torch.cat([d.y for d in graphs]).numpy(), rtol=1e-6)
+
+
+def test_load_model_reproduces_predictions(fitted):
+    _, model, last, graphs = fitted
+    loader = DataLoader(graphs, batch_size=6)
+    model.train()
+    ref = predict(model, loader)
+    assert model.training  # mode restored
+    got = predict(load_model(last), loader)
+    for a, b in zip(ref, got, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-7)
+    # an MPGNN alone also works with predict
+    np.testing.assert_allclose(predict(model.model, loader)[0], ref[0], atol=1e-7)
+
+
+def test_load_model_errors(fitted, tmp_path):
+    _, _, last, _ = fitted
+    with pytest.raises(FileNotFoundError, match="missing.ckpt"):
+        load_model(tmp_path / "missing.ckpt")
+
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(np.random.default_rng(0).bytes(256))
+    with pytest.raises(ValueError, match="junk.ckpt: not a physml checkpoint"):
+        load_model(junk)
+
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+
+    tampered = dict(ckpt, hyper_parameters=dict(ckpt["hyper_parameters"], hidden_size=12))
+    torch.save(tampered, tmp_path / "tampered.ckpt")
+    with pytest.raises(ValueError, match="mismatch"):
+        load_model(tmp_path / "tampered.ckpt")
+
+    for key in ("hyper_parameters", "state_dict"):
+        torch.save({k: v for k, v in ckpt.items() if k != key}, tmp_path / "nokey.ckpt")
+        with pytest.raises(ValueError, match=f"missing key '{key}'"):
+            load_model(tmp_path / "nokey.ckpt")
+
+    extra = dict(ckpt, hyper_parameters=dict(ckpt["hyper_parameters"], dropout=0.1))
+    torch.save(extra, tmp_path / "extra.ckpt")
+    with pytest.raises(ValueError, match="dropout"):
+        load_model(tmp_path / "extra.ckpt")
