@@ -86,6 +86,107 @@ def _info(args) -> int:
     return 0
 
 
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train the lecture GNN on the bundled catalogs",
+        description=(
+            "Train the message-passing GNN on the fixed train / validation split of the "
+            "bundled Latin-hypercube set (or --catalogs), keep the best checkpoint by "
+            "validation loss, and evaluate it on the test split. Writes best.ckpt, "
+            "metrics.json, predictions.png and TensorBoard logs into --out, and prints the "
+            "test metrics as JSON."
+        ),
+    )
+    p.add_argument("--embedding", default="invariant", help="cartesian | invariant (invariant)")
+    p.add_argument("--target", default="sigma8", help="sigma8 | both (sigma8)")
+    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (60; 2 with --fast)")
+    p.add_argument(
+        "--fast", action="store_true", help="fast mode: a small subset and 2 epochs (as in CI)"
+    )
+    p.add_argument("--out", default="runs/lecture", help="output directory (runs/lecture)")
+    p.add_argument("--catalogs", default=None, help="a catalog file instead of the bundled set")
+    p.add_argument("--labels", default=None, help="labels file for --catalogs, if separate")
+    p.add_argument("--augment", action="store_true", help="random cube symmetries + shifts")
+    p.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _train(args) -> int:
+    from .catalogs import load_catalogs
+    from .datasets import fast_mode
+    from .experiment import train
+
+    cset = load_catalogs(args.catalogs, args.labels) if args.catalogs else None
+    res = train(
+        args.out,
+        embedding=args.embedding,
+        target=args.target,
+        epochs=args.epochs,
+        fast=args.fast or fast_mode(),
+        cset=cset,
+        augment=args.augment,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    print(json.dumps(res["metrics"]))
+    print(
+        f"trained {res['epochs_run']} epochs in {res['seconds']:.0f} s; wrote {res['checkpoint']}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a checkpoint on a catalog file",
+        description=(
+            "Evaluate a trained checkpoint on catalogs in any supported format (.npz with "
+            "params, .npz + a labels .npy, CAMELS groups_NNN.hdf5 + a CosmoAstroSeed table), "
+            "with the checkpoint's own preprocessing (mass cut, feature standardisation, "
+            "linking radius). Prints one JSON line: epsilon, r2, chi2, coverage_68 and "
+            "coverage_95 per target, and n_catalogs."
+        ),
+    )
+    p.add_argument("--checkpoint", required=True, help="a best.ckpt written by physml train")
+    p.add_argument("--catalogs", required=True, help="catalog file or directory")
+    p.add_argument("--labels", default=None, help="labels file (.npy or CAMELS table)")
+
+
+def _evaluate(args) -> int:
+    from .experiment import evaluate
+
+    print(json.dumps(evaluate(args.checkpoint, args.catalogs, args.labels)))
+    return 0
+
+
+def _add_baseline(sub) -> None:
+    p = sub.add_parser(
+        "baseline",
+        help="the summary-statistics baseline on the same split",
+        description=(
+            "Fit a regression on summary statistics (halo counts above mass thresholds, "
+            "mass moments, the two-point function) on the fixed training split of the "
+            "bundled set and print its test metrics as JSON; writes metrics.json and "
+            "predictions.png into --out."
+        ),
+    )
+    p.add_argument("--out", default="runs/baseline", help="output directory (runs/baseline)")
+    p.add_argument("--target", default="sigma8", help="sigma8 | both (sigma8)")
+    p.add_argument("--kind", default="quadratic", help="linear | quadratic | mlp (quadratic)")
+    p.add_argument("--fast", action="store_true", help="fast mode: the small subset of CI")
+
+
+def _baseline(args) -> int:
+    from .datasets import fast_mode
+    from .experiment import baseline
+
+    metrics = baseline(args.out, args.target, args.kind, fast=args.fast or fast_mode())
+    print(json.dumps(metrics))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="physml",
@@ -95,12 +196,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"physml {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_baseline(sub)
     _add_info(sub)
     _add_make_dataset(sub)
     return parser
 
 
-COMMANDS = {"info": _info, "make-dataset": _make_dataset}
+COMMANDS = {
+    "train": _train,
+    "evaluate": _evaluate,
+    "baseline": _baseline,
+    "info": _info,
+    "make-dataset": _make_dataset,
+}
 
 
 def main(argv=None) -> int:

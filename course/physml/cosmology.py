@@ -25,6 +25,8 @@ OMEGA_B = 0.049
 HUBBLE_H = 0.6711
 N_S = 0.9624
 T_CMB = 2.7255
+#: the CAMELS Latin-hypercube priors of the two free parameters
+PRIOR_RANGES = {"sigma_8": (0.6, 1.0), "Omega_m": (0.1, 0.5)}
 #: critical density today in Msun/h per (Mpc/h)^3
 RHO_CRIT = 2.77536627e11
 

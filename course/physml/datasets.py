@@ -32,13 +32,13 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .catalogs import Catalog, CatalogSet, checksum_file, load_catalogs, save_catalogs
-from .cosmology import Cosmology
+from .cosmology import PRIOR_RANGES, Cosmology
 from .graphs import radius_graph
 from .simulation import SimulationConfig, linear_field, simulate
 
 SET_NAMES = ("lh", "cv", "1p")
-OMEGA_M_RANGE = (0.1, 0.5)
-SIGMA_8_RANGE = (0.6, 1.0)
+OMEGA_M_RANGE = PRIOR_RANGES["Omega_m"]
+SIGMA_8_RANGE = PRIOR_RANGES["sigma_8"]
 FIDUCIAL = (0.3, 0.8)
 #: seed offsets per set, so that no two catalogs of different sets share a seed
 SEED_OFFSETS = {"lh": 0, "cv": 100_000, "1p": 200_000}

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from torch_geometric.nn import MetaLayer, global_add_pool, global_max_pool, global_mean_pool
 from torch_geometric.utils import scatter
 
+from physml.cosmology import PRIOR_RANGES
 from physml.graphs import edge_features
 
 __all__ = [
@@ -57,7 +58,6 @@ __all__ = [
 #: Columns of ``data.y``, in order.
 Y_COLUMNS = ("sigma_8", "Omega_m")
 #: CAMELS LH prior ranges of the parameters (uniform); the model's output is centred on them.
-PRIOR_RANGES = {"sigma_8": (0.6, 1.0), "Omega_m": (0.1, 0.5)}
 #: Target name -> parameters predicted, a prefix of :data:`Y_COLUMNS`.
 TARGETS = {"sigma8": ("sigma_8",), "both": ("sigma_8", "Omega_m")}
 #: Accepted embedding names.

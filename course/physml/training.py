@@ -260,7 +260,7 @@ class GNNRegressor(pl.LightningModule):
                 "std -> 0 with gaussian_nll); try a smaller lr"
             )
         raise RuntimeError(
-            f"non-finite {stage} loss ({self.hparams.loss}) = {float(loss)} at epoch "
+            f"non-finite {stage} loss ({self.hparams.loss}) = {float(loss.detach())} at epoch "
             f"{self.current_epoch}, batch {batch_idx}: {'; '.join(parts)}. Training stopped."
         )
 
@@ -368,8 +368,9 @@ def make_trainer(
             enable_version_counter=False,
         ),
         EarlyStopping(monitor="val_loss", mode="min", patience=patience),
-        LearningRateMonitor(logging_interval="epoch"),
     ]
+    if trainer_kwargs.get("logger", logger) not in (None, False):
+        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     kwargs = dict(
         max_epochs=max_epochs,
         accelerator="auto",
@@ -423,6 +424,11 @@ def load_model(checkpoint_path, map_location="cpu") -> GNNRegressor:
     for key in ("hyper_parameters", "state_dict"):
         if key not in ckpt:
             raise ValueError(f"{path}: not a physml checkpoint (missing key {key!r})")
+    if not isinstance(ckpt["hyper_parameters"], dict):
+        raise ValueError(
+            f"{path}: not a physml checkpoint ('hyper_parameters' is a "
+            f"{type(ckpt['hyper_parameters']).__name__}, expected a dict)"
+        )
     hparams = dict(ckpt["hyper_parameters"])
     accepted = set(inspect.signature(GNNRegressor.__init__).parameters) - {"self"}
     unknown = sorted(set(hparams) - accepted)

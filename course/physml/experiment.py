@@ -1,0 +1,182 @@
+"""End-to-end jobs shared by the command line, the notebooks and the benchmarks: train the
+lecture GNN on the fixed split, evaluate a checkpoint on any catalog file, and run the
+summary-statistics baseline. Each writes ``metrics.json`` in one shape:
+``{target: {"epsilon", "r2", "chi2", "coverage_68", "coverage_95"}, "n_catalogs": n}``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+from torch_geometric.loader import DataLoader
+
+from .baselines import run_baseline
+from .catalogs import CatalogSet, load_catalogs
+from .datasets import (
+    HaloDataset,
+    RandomCubeSymmetry,
+    fast_mode,
+    feature_norm,
+    load_bundled,
+    split_indices,
+)
+from .metrics import summary
+from .models import EMBEDDINGS, TARGETS
+from .plotting import plot_predictions_grid
+from .training import GNNRegressor, load_model, make_trainer, predict
+
+#: the lecture model (the source notebook's sizes, with the invariant embedding)
+LECTURE_HPARAMS = dict(r_link=0.2, node_emb_size=16, edge_emb_size=16, hidden_size=48, n_layers=2)
+DEFAULT_EPOCHS = 60
+FAST_EPOCHS = 2
+BATCH_SIZE = 16
+
+
+def _check_choice(name: str, value: str, accepted) -> None:
+    if value not in accepted:
+        raise ValueError(f"{name}: unknown value {value!r}; accepted: {', '.join(accepted)}")
+
+
+def make_loaders(
+    cset: CatalogSet,
+    split: dict,
+    r_link: float = 0.2,
+    mass_cut: float | None = 2e11,
+    batch_size: int = BATCH_SIZE,
+    augment: bool = False,
+    seed: int = 0,
+    cache_dir=None,
+):
+    """DataLoaders over the split of a catalog set, features standardised with the
+    training catalogs' statistics. Returns (loaders dict, norm dict)."""
+    train_set = cset[split["train"]].with_mass_cut(mass_cut) if mass_cut else cset[split["train"]]
+    norm = feature_norm(train_set)
+    loaders = {}
+    for part, idx in split.items():
+        transform = RandomCubeSymmetry(seed) if (augment and part == "train") else None
+        ds = HaloDataset(cset[idx], r_link, norm, mass_cut, cache_dir, transform)
+        loaders[part] = DataLoader(ds, batch_size=batch_size, shuffle=part == "train")
+    return loaders, norm
+
+
+def _write_outputs(out: Path, metrics: dict, mean, std, true, names, title: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    fig = plot_predictions_grid(true, mean, std, list(names))
+    fig.suptitle(title)
+    fig.savefig(out / "predictions.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def train(
+    out="runs/lecture",
+    embedding: str = "invariant",
+    target: str = "sigma8",
+    epochs: int | None = None,
+    fast: bool | None = None,
+    cset: CatalogSet | None = None,
+    split: dict | None = None,
+    augment: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+    cache_dir=None,
+    **hparams,
+) -> dict:
+    """Train the lecture GNN on the fixed split and evaluate the best checkpoint on the
+    test split.
+
+    Writes ``out/best.ckpt``, ``out/metrics.json`` (test metrics), ``out/predictions.png``
+    and TensorBoard logs under ``out/tb``. Defaults: the bundled LH set, the shared split,
+    :data:`LECTURE_HPARAMS`, :data:`DEFAULT_EPOCHS` epochs (:data:`FAST_EPOCHS` and a
+    small subset in fast mode). Returns ``{"metrics", "checkpoint", "seconds",
+    "epochs_run"}``.
+    """
+    _check_choice("embedding", embedding, EMBEDDINGS)
+    _check_choice("target", target, TARGETS)
+    fast = fast_mode() if fast is None else fast
+    cset = load_bundled("lh") if cset is None else cset
+    split = split_indices(len(cset), fast=fast) if split is None else split
+    epochs = (FAST_EPOCHS if fast else DEFAULT_EPOCHS) if epochs is None else epochs
+    hp = {**LECTURE_HPARAMS, **hparams}
+    mass_cut = hp.pop("mass_cut", 2e11)
+    out = Path(out)
+    trainer = make_trainer(epochs, out, fast=fast, progress=progress, seed=seed)
+    loaders, norm = make_loaders(
+        cset, split, hp["r_link"], mass_cut, augment=augment, seed=seed, cache_dir=cache_dir
+    )
+    model = GNNRegressor(
+        embedding=embedding,
+        target=target,
+        feature_norm=norm,
+        mass_cut=mass_cut or 0.0,
+        box_size_mpc=cset.box_size,
+        **hp,
+    )
+    t = time.perf_counter()
+    trainer.fit(model, loaders["train"], loaders["val"])
+    seconds = time.perf_counter() - t
+    best = load_model(trainer.checkpoint_callback.best_model_path)
+    mean, std, true = predict(best, loaders["test"])
+    names = best.target_names
+    metrics = summary(mean, std, true, names)
+    _write_outputs(out, metrics, mean, std, true, names, f"{embedding} GNN, test split")
+    return {
+        "metrics": metrics,
+        "checkpoint": str(out / "best.ckpt"),
+        "seconds": seconds,
+        "epochs_run": trainer.current_epoch,
+    }
+
+
+def evaluate(checkpoint, catalogs, labels=None, cache_dir=None) -> dict:
+    """Metrics of a checkpoint on a catalog file in any supported format, with the
+    preprocessing the model was trained with (mass cut, feature standardisation, r_link)."""
+    model = load_model(checkpoint)
+    hp = model.hparams
+    cset = catalogs if isinstance(catalogs, CatalogSet) else load_catalogs(catalogs, labels)
+    name = cset.source or "catalogs"
+    if hp.feature_norm is None:
+        raise ValueError(f"{checkpoint}: the checkpoint records no feature_norm")
+    cols = [c for c, n in enumerate(("sigma_8", "Omega_m")) if n in model.target_names]
+    needed = {0: cset.sigma_8, 1: cset.omega_m}
+    for c in cols:
+        bad = ~(needed[c] > 0)
+        if bad.any():
+            raise ValueError(
+                f"{name}: labels for {('sigma_8', 'Omega_m')[c]} are missing for "
+                f"{int(bad.sum())} catalogs; pass --labels"
+            )
+    ds = HaloDataset(cset, hp.r_link, hp.feature_norm, hp.mass_cut or None, cache_dir)
+    mean, std, true = predict(model, DataLoader(ds, batch_size=BATCH_SIZE))
+    return summary(mean, std, true, model.target_names)
+
+
+def baseline(
+    out="runs/baseline",
+    target: str = "sigma8",
+    kind: str = "quadratic",
+    cset: CatalogSet | None = None,
+    split: dict | None = None,
+    fast: bool | None = None,
+) -> dict:
+    """The summary-statistics baseline on the same split; writes ``out/metrics.json`` and
+    ``out/predictions.png`` and returns the metrics."""
+    _check_choice("target", target, TARGETS)
+    fast = fast_mode() if fast is None else fast
+    cset = load_bundled("lh") if cset is None else cset
+    split = split_indices(len(cset), fast=fast) if split is None else split
+    res = run_baseline(cset, split, target=target, kind=kind)
+    names = TARGETS[target]
+    _write_outputs(
+        Path(out),
+        res["metrics"],
+        res["pred"],
+        res["std"],
+        res["true"],
+        names,
+        f"{kind} baseline on summary statistics, test split",
+    )
+    return res["metrics"]
