@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
+import torch
 from torch_geometric.loader import DataLoader
 
 from .baselines import run_baseline
@@ -180,3 +182,73 @@ def baseline(
         f"{kind} baseline on summary statistics, test split",
     )
     return res["metrics"]
+
+
+def evaluate_on_test_split(
+    model,
+    cset: CatalogSet | None = None,
+    split: dict | None = None,
+    r_link: float = 0.2,
+    fast: bool | None = None,
+    names=("sigma_8",),
+) -> dict:
+    """Metrics of any model on the fixed test split.
+
+    ``model(batch)`` must return ``(mean, std)``, each ``[B, T]``, for the first ``T``
+    targets of ``y`` = (sigma_8, Omega_m) (a :class:`GNNRegressor`, an
+    :class:`~physml.models.MPGNN` or a student's own module). The data are the
+    standardised graphs of :func:`make_loaders` (radius ``r_link`` box units).
+    """
+    fast = fast_mode() if fast is None else fast
+    cset = load_bundled("lh") if cset is None else cset
+    split = split_indices(len(cset), fast=fast) if split is None else split
+    loaders, _ = make_loaders(cset, split, r_link)
+    mean, std, true = predict_any(model, loaders["test"])
+    return summary(mean, std, true, list(names)[: mean.shape[1]])
+
+
+def predict_any(model, loader):
+    """(mean, std, true) numpy arrays ``[n, T]`` of any (mean, std) model over a loader."""
+    if isinstance(model, GNNRegressor):
+        return predict(model, loader)
+    device = next(model.parameters()).device
+    was = model.training
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for batch in loader:
+            mean, std = model(batch.to(device))
+            t = mean.shape[1]
+            out.append((mean.cpu(), std.cpu(), batch.y[:, :t].cpu()))
+    model.train(was)
+    return tuple(np.concatenate([o[i].double().numpy() for o in out]) for i in range(3))
+
+
+def leaderboard(rows: dict, target: str = "sigma_8") -> str:
+    """A text table, one row per model: ``rows`` maps a name to a metrics dict of the
+    shape written to ``metrics.json``."""
+    head = f"{'model':<34}{'epsilon %':>10}{"R^2":>9}{'chi^2':>8}{'cov68':>7}{'cov95':>7}"
+    lines = [head, "-" * len(head)]
+    for name, m in rows.items():
+        t = m[target]
+        lines.append(
+            f"{name:<34}{100 * t['epsilon']:>10.2f}{t["r2"]:>9.3f}{t['chi2']:>8.2f}"
+            f"{t['coverage_68']:>7.2f}{t['coverage_95']:>7.2f}"
+        )
+    return "\n".join(lines)
+
+
+def reference_metrics(name: str, out=None, fast: bool | None = None, progress: bool = False):
+    """Test metrics of the lecture model (``name="lecture"``, invariant embedding) or the
+    baseline (``"baseline"``): read from ``out/metrics.json`` when a run of the same mode
+    left one there, else computed (trained) now and written there."""
+    fast = fast_mode() if fast is None else fast
+    out = Path(out or f"runs/{name}{'-fast' if fast else ''}")
+    path = out / "metrics.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    if name == "lecture":
+        return train(out, fast=fast, progress=progress)["metrics"]
+    if name == "baseline":
+        return baseline(out, fast=fast)
+    raise ValueError(f"name: unknown reference {name!r}; accepted: lecture, baseline")
