@@ -230,7 +230,7 @@ def test_pools_by_hand():
     )
     torch.testing.assert_close(out, expected)
 
-    gm = GlobalModel(node_in=2, global_in=1, hidden_size=4, global_out=7)
+    gm = GlobalModel(node_in=2, global_in=1, hidden_size=4, global_out=7, sum_scale=0.5)
     gm.mlp = nn.Identity()
     h = torch.tensor([[-1.0, -2.0], [-3.0, -0.5], [5.0, 6.0]])
     batch = torch.tensor([0, 0, 2])  # graph 1 has no nodes
@@ -238,9 +238,9 @@ def test_pools_by_hand():
     out = gm(h, None, None, u, batch)
     expected = torch.tensor(
         [
-            [-4.0, -2.5, -2.0, -1.25, -1.0, -0.5, 0.1],
+            [-2.0, -1.25, -2.0, -1.25, -1.0, -0.5, 0.1],  # sum * 0.5, mean, max, u
             [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.2],  # empty graph: 0 for max, not -inf
-            [5.0, 6.0, 5.0, 6.0, 5.0, 6.0, 0.3],
+            [2.5, 3.0, 5.0, 6.0, 5.0, 6.0, 0.3],
         ]
     )
     torch.testing.assert_close(out, expected)

@@ -299,8 +299,14 @@ class NodeModel(nn.Module):
 
 
 class GlobalModel(nn.Module):
-    r"""Graph readout :math:`\mathrm{MLP}([\sum_i \mathbf{h}_i,\ \mathrm{mean}_i
+    r"""Graph readout :math:`\mathrm{MLP}([s \sum_i \mathbf{h}_i,\ \mathrm{mean}_i
     \mathbf{h}_i,\ \max_i \mathbf{h}_i,\ \mathbf{u}])`, pools over the nodes of each graph.
+
+    The sum is scaled by :math:`s` = ``sum_scale`` (default 1/100, the order of the number
+    of halos in a catalog) so that the three pools enter the MLP on similar scales; an
+    unscaled sum over hundreds of nodes starts the readout far from the prior range and
+    can drive the predicted std to its floor, where the heteroscedastic loss has no
+    gradient.
 
     A graph with no nodes gets zeros for all three pools (PyG's global pools with
     ``size=num_graphs``), so its output depends on ``u`` only and is finite.
@@ -310,11 +316,20 @@ class GlobalModel(nn.Module):
         global_in: graph feature size :math:`F_u` (0: no ``u``).
         hidden_size: MLP hidden width.
         global_out: output size per graph.
+        sum_scale: factor on the sum pool.
     """
 
-    def __init__(self, node_in: int, global_in: int, hidden_size: int, global_out: int):
+    def __init__(
+        self,
+        node_in: int,
+        global_in: int,
+        hidden_size: int,
+        global_out: int,
+        sum_scale: float = 0.01,
+    ):
         super().__init__()
         self.global_in = global_in
+        self.sum_scale = float(sum_scale)
         self.mlp = _mlp(3 * node_in + global_in, hidden_size, global_out)
 
     def forward(
@@ -343,7 +358,7 @@ class GlobalModel(nn.Module):
             else:
                 num_graphs = int(batch.max()) + 1 if batch.numel() else 1
         pools = [
-            global_add_pool(x, batch, size=num_graphs),
+            global_add_pool(x, batch, size=num_graphs) * self.sum_scale,
             global_mean_pool(x, batch, size=num_graphs),
             global_max_pool(x, batch, size=num_graphs),
         ]
