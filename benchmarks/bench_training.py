@@ -65,7 +65,7 @@ def main() -> None:
     cset = load_bundled("lh")
     split = split_indices(len(cset), fast=False)
     loaders, _ = make_loaders(cset, split, LECTURE_HPARAMS["r_link"])
-    hp = {k: v for k, v in LECTURE_HPARAMS.items()}
+    hp = {k: v for k, v in LECTURE_HPARAMS.items() if k != "lr"}
     rates = {}
     for name, cls, box in (
         ("physml (graphs precomputed)", MPGNN, 1.0),

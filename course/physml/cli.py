@@ -100,9 +100,18 @@ def _add_train(sub) -> None:
     )
     p.add_argument("--embedding", default="invariant", help="cartesian | invariant (invariant)")
     p.add_argument("--target", default="sigma8", help="sigma8 | both (sigma8)")
-    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (60; 2 with --fast)")
+    from .experiment import DEFAULT_EPOCHS, FAST_EPOCHS
+
     p.add_argument(
-        "--fast", action="store_true", help="fast mode: a small subset and 2 epochs (as in CI)"
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"maximum epochs ({DEFAULT_EPOCHS}; {FAST_EPOCHS} with --fast)",
+    )
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help=f"fast mode: a small subset and {FAST_EPOCHS} epochs (as in CI)",
     )
     p.add_argument("--out", default="runs/lecture", help="output directory (runs/lecture)")
     p.add_argument("--catalogs", default=None, help="a catalog file instead of the bundled set")
