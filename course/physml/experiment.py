@@ -34,7 +34,7 @@ from .training import GNNRegressor, load_model, make_trainer, predict
 LECTURE_HPARAMS = dict(
     r_link=0.2, node_emb_size=8, edge_emb_size=8, hidden_size=32, n_layers=2, lr=1e-3
 )
-DEFAULT_EPOCHS = 60
+DEFAULT_EPOCHS = 50
 FAST_EPOCHS = 2
 BATCH_SIZE = 16
 
