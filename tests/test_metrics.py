@@ -96,3 +96,14 @@ def test_validation():
         summary(np.ones((3, 2)), np.ones((3, 2)), np.ones((3, 2)), ["sigma_8"])
     with pytest.raises(ValueError, match="shape"):
         summary(np.ones((3, 2, 1)), np.ones((3, 2, 1)), np.ones((3, 2, 1)), ["a", "b"])
+
+
+def test_summary_is_valid_json_when_r2_is_undefined():
+    import json
+
+    from physml.experiment import leaderboard
+
+    out = summary([0.79, 0.81, 0.8], [0.01, 0.01, 0.01], [0.8, 0.8, 0.8], ["sigma_8"])
+    assert out["sigma_8"]["r2"] is None
+    json.loads(json.dumps(out, allow_nan=False))
+    assert "n/a" in leaderboard({"cv": out})

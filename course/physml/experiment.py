@@ -228,14 +228,19 @@ def predict_any(model, loader):
 
 def leaderboard(rows: dict, target: str = "sigma_8") -> str:
     """A text table, one row per model: ``rows`` maps a name to a metrics dict of the
-    shape written to ``metrics.json``."""
+    shape written to ``metrics.json``. Undefined values (``None``) print as ``n/a``."""
+
+    def cell(value, width: int, fmt: str, scale: float = 1.0) -> str:
+        return f"{'n/a':>{width}}" if value is None else f"{scale * value:>{width}{fmt}}"
+
     head = f"{'model':<34}{'epsilon %':>10}{'R^2':>9}{'chi^2':>8}{'cov68':>7}{'cov95':>7}"
     lines = [head, "-" * len(head)]
     for name, m in rows.items():
         t = m[target]
         lines.append(
-            f"{name:<34}{100 * t['epsilon']:>10.2f}{t['r2']:>9.3f}{t['chi2']:>8.2f}"
-            f"{t['coverage_68']:>7.2f}{t['coverage_95']:>7.2f}"
+            f"{name:<34}{cell(t['epsilon'], 10, '.2f', 100)}{cell(t['r2'], 9, '.3f')}"
+            f"{cell(t['chi2'], 8, '.2f')}{cell(t['coverage_68'], 7, '.2f')}"
+            f"{cell(t['coverage_95'], 7, '.2f')}"
         )
     return "\n".join(lines)
 

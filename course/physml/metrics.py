@@ -10,6 +10,8 @@ column. :func:`summary` collects everything in a plain (JSON-serialisable) dict.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy.stats import norm
 
@@ -85,8 +87,10 @@ def r2(pred, true):
     pred, true = _arrays(pred=pred, true=true)
     ss_res = np.sum((pred - true) ** 2, axis=0)
     ss_tot = np.sum((true - true.mean(axis=0)) ** 2, axis=0)
+    # constant up to rounding (e.g. float32 labels of one cosmology) counts as constant
+    varies = ss_tot > 1e-20 * len(true) * np.max(true**2, axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        value = np.where(ss_tot > 0, 1 - ss_res / np.where(ss_tot > 0, ss_tot, 1), np.nan)
+        value = np.where(varies, 1 - ss_res / np.where(varies, ss_tot, 1), np.nan)
     return _out(value)
 
 
@@ -147,7 +151,8 @@ def summary(pred, std, true, names) -> dict:
 
     Returns:
         ``{name: {"epsilon", "r2", "chi2", "coverage_68", "coverage_95"}, ...,
-        "n_catalogs": n}`` with Python floats (``r2`` may be NaN, see :func:`r2`).
+        "n_catalogs": n}`` with Python floats; ``r2`` is ``None`` where it is undefined
+        (constant truth, e.g. the CV set), so the dict is valid JSON.
     """
     pred, std, true = _arrays(pred=pred, std=std, true=true)
     if pred.ndim == 1:
@@ -166,6 +171,7 @@ def summary(pred, std, true, names) -> dict:
     }
     out: dict = {}
     for t, name in enumerate(names):
-        out[str(name)] = {key: float(values[t]) for key, values in columns.items()}
+        row = {key: float(values[t]) for key, values in columns.items()}
+        out[str(name)] = {k: (v if math.isfinite(v) else None) for k, v in row.items()}
     out["n_catalogs"] = int(pred.shape[0])
     return out

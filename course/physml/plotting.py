@@ -266,7 +266,7 @@ def plot_predictions(
     text = "\n".join(
         [
             rf"$\epsilon$ = {100 * stats['epsilon']:.2f} %",
-            rf"$R^2$ = {stats['r2']:.3f}",
+            r"$R^2$ = n/a" if stats["r2"] is None else rf"$R^2$ = {stats['r2']:.3f}",
             rf"$\chi^2$ = {stats['chi2']:.2f}",
         ]
     )
