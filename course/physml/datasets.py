@@ -28,7 +28,7 @@ from scipy.stats import qmc
 from torch_geometric.data import Data
 from torch_geometric.data import Dataset as PygDataset
 from torch_geometric.transforms import BaseTransform
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import __version__
 from .catalogs import Catalog, CatalogSet, checksum_file, load_catalogs, save_catalogs
