@@ -1,0 +1,168 @@
+"""The notebooks as files: every .py / .ipynb pair in sync, every badge and setup cell
+rendered from tools/notebooks.py's REPO and BRANCH, the student versions generated from the
+current solutions, outputs stored. (Running them is `pytest --nbval`'s job.)"""
+
+import ast
+import importlib.util
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("notebooks_tool", ROOT / "tools" / "notebooks.py")
+nbtool = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(nbtool)
+
+NOTEBOOKS = nbtool.notebook_paths()
+IDS = [p.relative_to(ROOT).as_posix() for p in NOTEBOOKS]
+STUDENTS = sorted(nbtool.STUDENT_VERSIONS)
+
+
+def test_the_notebooks_are_found():
+    found = set(IDS)
+    for solution, student in nbtool.STUDENT_VERSIONS.items():
+        assert solution in found and student in found
+    # pytest collects test_*.py files: no notebook may look like one
+    assert not [p for p in NOTEBOOKS if p.name.startswith("test_") or p.stem.endswith("_test")]
+
+
+def test_jupytext_config_pairs_ipynb_with_percent_scripts():
+    config = nbtool._config()
+    formats = config.formats if isinstance(config.formats, str) else ",".join(config.formats)
+    assert formats == "ipynb,py:percent"
+    assert "tags" in config.cell_metadata_filter  # nbval and the generator read the tags
+
+
+@pytest.mark.parametrize("py", NOTEBOOKS, ids=IDS)
+def test_pair_in_sync(py):
+    problems = nbtool.pair_problems(py)
+    assert not problems, f"{py.name}: {problems}; run `jupytext --sync {py.name}`"
+
+
+@pytest.mark.parametrize("py", NOTEBOOKS, ids=IDS)
+def test_badge_and_setup_cell_up_to_date(py):
+    problems = nbtool.header_problems(nbtool.read_py(py), py)
+    assert not problems, f"{py.name}: {problems}; run `python tools/notebooks.py sync`"
+
+
+@pytest.mark.parametrize("py", NOTEBOOKS, ids=IDS)
+def test_ipynb_carries_outputs(py):
+    problems = nbtool.output_problems(py)
+    assert not problems, f"{py.name}: {problems}"
+
+
+@pytest.mark.parametrize("solution", STUDENTS)
+def test_student_version_up_to_date(solution):
+    student = ROOT / nbtool.STUDENT_VERSIONS[solution]
+    expected = nbtool.student_text(ROOT / solution)
+    assert student.read_text(encoding="utf-8") == expected, (
+        f"{student.name} is out of date with {solution}: run `python tools/notebooks.py "
+        "students`, then `execute` it"
+    )
+
+
+@pytest.mark.parametrize("solution", STUDENTS)
+def test_student_version_holds_no_solution(solution):
+    student = ROOT / nbtool.STUDENT_VERSIONS[solution]
+    text = student.read_text(encoding="utf-8")
+    assert "SOLUTION" not in text and "# STUDENT:" not in text
+    nb = nbformat.read(str(student.with_suffix(".ipynb")), as_version=4)
+    assert not [c for c in nb.cells if nbtool.SOLUTION_TAG in c.metadata.get("tags", [])]
+    assert "task2_models" not in text  # the solution module is not given to students
+    solution_nb = nbtool.read_py(ROOT / solution)
+    assert len(nb.cells) < len(solution_nb.cells)  # the solution cells are gone
+
+
+# --------------------------------------------------------------------------- the tool
+
+
+def test_strip_solutions_keeps_todos_and_uncomments_the_stub():
+    source = "\n".join(
+        [
+            "def f(x):",
+            '    """Doc."""',
+            "    # SOLUTION START",
+            "    # TODO: square x",
+            "    # STUDENT: return None",
+            "    # a comment of the solution",
+            "    return x * x",
+            "    # SOLUTION END",
+            "",
+            "y = f(2)",
+        ]
+    )
+    out = nbtool.strip_solutions(source)
+    assert out == "\n".join(
+        ["def f(x):", '    """Doc."""', "    # TODO: square x", "    return None", "", "y = f(2)"]
+    )
+    ast.parse(out)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "# SOLUTION START\nx = 1",
+        "x = 1\n# SOLUTION END",
+        "# SOLUTION START\n# SOLUTION START\n# SOLUTION END",
+    ],
+)
+def test_strip_solutions_rejects_unbalanced_markers(source):
+    with pytest.raises(ValueError, match="SOLUTION"):
+        nbtool.strip_solutions(source)
+
+
+def _notebook(*cells):
+    return nbformat.v4.new_notebook(cells=list(cells))
+
+
+def test_make_student_drops_solution_cells_and_retargets_the_header():
+    md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
+    solution_py = nbtool.ROOT / "solutions" / "99_example.py"
+    student_py = nbtool.ROOT / "lecture14_gnn" / "99_example.py"
+    answer = md("The answer.")
+    answer.metadata["tags"] = ["solution"]
+    solution = nbtool.apply_header(
+        _notebook(
+            md("# Example" + nbtool.SOLUTION_SUFFIX + "\n\nText."),
+            answer,
+            code("x = 1\n# SOLUTION START\n# STUDENT: y = None\ny = x + 1\n# SOLUTION END"),
+        ),
+        solution_py,
+    )
+    assert "blob/main/solutions/99_example.ipynb" in solution.cells[0].source
+    student = nbtool.make_student(solution, student_py)
+    sources = [c.source for c in student.cells]
+    assert sources[0].startswith("# Example\n\n[![Open In Colab]")
+    assert "blob/main/lecture14_gnn/99_example.ipynb" in sources[0]
+    assert sources[1] == nbtool.setup_cell_source(student_py)
+    assert sources[2:] == ["x = 1\ny = None"]
+    assert not nbtool.header_problems(student, student_py)
+
+
+def test_apply_header_inserts_then_replaces(monkeypatch):
+    py = nbtool.ROOT / "lecture14_gnn" / "99_example.py"
+    nb = _notebook(nbformat.v4.new_markdown_cell("# Title\n\nText."))
+    first = nbtool.apply_header(nb, py)
+    assert [c.cell_type for c in first.cells] == ["markdown", "code"]
+    assert nbtool.apply_header(first, py).cells == first.cells  # idempotent
+    monkeypatch.setattr(nbtool, "REPO", "someone/fork")
+    monkeypatch.setattr(nbtool, "BRANCH", "dev")
+    assert nbtool.header_problems(first, py)  # stale once REPO / BRANCH change
+    second = nbtool.apply_header(first, py)
+    assert len(second.cells) == 2 and not nbtool.header_problems(second, py)
+    assert "github/someone/fork/blob/dev/lecture14_gnn/99_example.ipynb" in second.cells[0].source
+    assert "git+https://github.com/someone/fork.git@dev" in second.cells[1].source
+
+
+@pytest.mark.parametrize("with_helper", [False, True])
+def test_setup_cell_is_plain_python_that_does_nothing_outside_colab(with_helper):
+    py = "solutions/04_task2_open_ended.py" if with_helper else "lecture14_gnn/03_x.py"
+    source = nbtool.setup_cell_source(nbtool.ROOT / py)
+    ast.parse(source)  # no IPython magics: the .py side stays valid Python
+    assert source.startswith(nbtool.SETUP_MARKER)
+    assert f"git+https://github.com/{nbtool.REPO}.git@{nbtool.BRANCH}" in source
+    assert ("raw.githubusercontent.com" in source) == with_helper
+    namespace = {}
+    exec(compile(source, "setup", "exec"), namespace)  # not in Colab: installs nothing
+    assert namespace["PHYSML_INSTALL"].endswith(f"@{nbtool.BRANCH}")
