@@ -30,6 +30,8 @@ of a periodic unit cube (``box_size=1.0``) or, with ``box_size=None``, in an ope
 
 from __future__ import annotations
 
+import abc
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -96,7 +98,7 @@ def _check_positive_int(name: str, value, minimum: int = 1) -> int:
 # --------------------------------------------------------------------------- embeddings
 
 
-class _Embedding(nn.Module):
+class _Embedding(nn.Module, abc.ABC):
     r"""Shared part of the embeddings: node MLP on ``x``, edge MLP on 3 edge features.
 
     Subclasses define :meth:`edge_inputs` (``[E, 3]`` features from the positions).
@@ -125,8 +127,9 @@ class _Embedding(nn.Module):
     def extra_repr(self) -> str:
         return f"r_link={self.r_link}, box_size={self.box_size}"
 
+    @abc.abstractmethod
     def edge_inputs(self, pos: Tensor, edge_index: Tensor, batch: Tensor | None) -> Tensor:
-        raise NotImplementedError
+        """Raw edge features ``[E, 3]`` (defined by each embedding)."""
 
     def _check_lengths(self, d: Tensor) -> None:
         if d.numel() and float(d.max()) > self.r_link * (1 + _RADIUS_SLACK):
