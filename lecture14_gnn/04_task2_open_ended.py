@@ -137,6 +137,7 @@ print(leaderboard(rows))
 # best checkpoint's model. `make_trainer` seeds every random generator, which is why
 # `fit_model` takes a function that builds the network rather than the network itself.
 
+
 # %%
 def fit_model(build, out, epochs=None, augment=False, seed=0, **regressor_args):
     """Train the network build() returns on the fixed split; returns the best checkpoint.
@@ -171,6 +172,7 @@ def fit_model(build, out, epochs=None, augment=False, seed=0, **regressor_args):
 # it skips the training. The quickest start is the lecture network with other sizes, e.g.
 # `physml.models.MPGNN(r_link=0.2, node_emb_size=16, edge_emb_size=16, hidden_size=64,
 # n_layers=3, n_targets=1)`.
+
 
 # %%
 def build_your_model():
@@ -207,8 +209,8 @@ if yours is not None:
 # ## How to read the table
 #
 # * The test split is small (15 % of the catalogs), so $\epsilon$ itself has an error of a
-#   few tenths of a percent: retrain with another `seed` of `make_trainer` before
-#   believing a small difference.
+#   few tenths of a percent: retrain with another `seed` (an argument of `fit_model`)
+#   before believing a small difference.
 # * $\chi^2 \approx 1$ and coverages near 0.68 / 0.95 mean the predicted uncertainties are
 #   honest; a model with a smaller $\epsilon$ but $\chi^2 \gg 1$ is overconfident.
 # * A 25 Mpc/h box holds a few hundred halos, and two boxes with the same $\sigma_8$ differ

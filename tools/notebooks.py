@@ -97,11 +97,42 @@ def read_py(path) -> nbformat.NotebookNode:
     return jupytext.read(str(path), fmt=TEXT_FORMAT, config=_config())
 
 
+def _two_blank_lines_where_pep8_wants_them(text: str) -> str:
+    """Two blank lines before a ``# %%`` header that ends a ``def`` / ``class`` or opens a
+    cell with one, as ``ruff format`` wants (jupytext writes one after a markdown cell)."""
+    block = re.compile(r"(def|class|async def|@)\W")
+    lines = text.split("\n")
+    out: list[str] = []
+    last_top = None  # the last top-level code line so far
+    for k, line in enumerate(lines):
+        if line.startswith("# %%") and last_top is not None:
+            prev = next(x for x in reversed(out) if x.strip())
+            first = lines[k + 1] if k + 1 < len(lines) else ""
+            ends_block = prev[:1].isspace() and block.match(last_top) is not None
+            if ends_block or block.match(first):
+                body = _rstrip_blank(out)
+                if len(out) - len(body) < 2:
+                    out = body + ["", ""]
+        if line.strip() and not line[:1].isspace() and not line.startswith("#"):
+            last_top = line
+        out.append(line)
+    return "\n".join(out)
+
+
+def _rstrip_blank(lines: list[str]) -> list[str]:
+    end = len(lines)
+    while end and not lines[end - 1].strip():
+        end -= 1
+    return lines[:end]
+
+
 def py_text(nb) -> str:
-    """The ``.py`` text of a notebook, as jupytext writes it with the repository config."""
+    """The ``.py`` text of a notebook, as jupytext writes it with the repository config
+    (and the blank lines ``ruff format`` wants between cells)."""
     nb = copy.deepcopy(nb)
     nb.metadata["kernelspec"] = dict(KERNELSPEC)
-    return jupytext.writes(nb, fmt=TEXT_FORMAT, config=_config())
+    text = jupytext.writes(nb, fmt=TEXT_FORMAT, config=_config())
+    return _two_blank_lines_where_pep8_wants_them(text)
 
 
 def write_pair(nb, py_path) -> None:
