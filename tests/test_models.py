@@ -4,6 +4,7 @@ Invariance checks run in float64, so that a true symmetry shows up as a differen
 1e-12 level and a broken one as a difference many orders of magnitude larger.
 """
 
+import copy
 import itertools
 
 import pytest
@@ -324,3 +325,29 @@ def test_targets_and_names():
         net(Data(x=torch.zeros(2, 1), pos=torch.rand(2, 3), edge_index=torch.zeros(2, 0).long()))
     with pytest.raises(ValueError, match="data.x"):
         net(Data(x=torch.zeros(2, 2), pos=torch.rand(2, 3), edge_index=torch.zeros(2, 0).long()))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("embedding", EMBEDDINGS)
+def test_cuda_matches_cpu(embedding):
+    """The same weights give the same outputs and gradients on CUDA as on the CPU."""
+    torch.manual_seed(0)
+    model = MPGNN(R, 8, 8, 16, 2, n_targets=2, embedding=embedding)
+    batch = Batch.from_data_list(
+        [random_graph(n, seed=n, dtype=torch.float32) for n in (0, 1, 40, 90)]
+    )
+    outs = {}
+    for device in ("cpu", "cuda"):
+        m = copy.deepcopy(model).to(device)
+        mean, std = m(batch.to(device))
+        (mean.sum() + std.sum()).backward()
+        grads = [p.grad.to("cpu", copy=True) for p in m.parameters()]
+        outs[device] = (
+            mean.detach().to("cpu", copy=True),
+            std.detach().to("cpu", copy=True),
+            grads,
+        )
+    for a, b in zip(outs["cpu"][:2], outs["cuda"][:2], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    for a, b in zip(outs["cpu"][2], outs["cuda"][2], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

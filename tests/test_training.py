@@ -230,3 +230,20 @@ def test_load_model_errors(fitted, tmp_path):
     torch.save(extra, tmp_path / "extra.ckpt")
     with pytest.raises(ValueError, match="dropout"):
         load_model(tmp_path / "extra.ckpt")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fit_and_predict_on_cuda(tmp_path, fitted):
+    """accelerator="auto" trains on the GPU; a checkpoint moves between devices."""
+    graphs = tiny_graphs(20)
+    trainer = make_trainer(1, tmp_path, fast=True, progress=False, seed=1)
+    model = GNNRegressor(**SMALL, target="sigma8", feature_norm=NORM)
+    trainer.fit(model, DataLoader(graphs[:15], batch_size=5), DataLoader(graphs[15:], 5))
+    assert trainer.strategy.root_device.type == "cuda"
+    _, _, last, _ = fitted
+    loader = DataLoader(graphs, batch_size=6)
+    cpu = predict(load_model(last), loader)
+    gpu_model = load_model(last, map_location="cuda")
+    assert next(gpu_model.parameters()).is_cuda
+    for a, b in zip(cpu, predict(gpu_model, loader), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -269,7 +269,12 @@ def make_dataset(
 
 def regenerate(cset: CatalogSet, index: int) -> Catalog:
     """Re-simulate catalog ``index`` of a set made by :func:`make_dataset`, from its recorded
-    seed, parameters and generator settings."""
+    seed, parameters and generator settings.
+
+    On the platform that made the set the result is the same catalog. On another CPU or
+    torch build, float32 rounding in the N-body run can move a particle or two between
+    neighbouring FoF groups, so a few halos may differ by a particle or so (2 of 348 on an
+    x86 GPU machine, run on its CPU); the rest match to float32 precision."""
     try:
         seed = cset.meta["seeds"][index]
         config = SimulationConfig(**cset.meta["config"])
