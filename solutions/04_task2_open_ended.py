@@ -109,7 +109,8 @@ if "google.colab" in sys.modules:
 # `physml.experiment.evaluate_on_test_split(model)` runs it on the test split and returns
 # the metrics; `leaderboard({name: metrics, ...})` prints them as a table. The two reference
 # rows come from `reference_metrics`, which trains the lecture model (or fits the baseline)
-# once and reads the result from `runs/` afterwards.
+# once per machine and afterwards reads the result back from physml's cache folder (it
+# trains again if the data, the hyperparameters or the mode have changed).
 
 # %% tags=["nbval-ignore-output"]
 import matplotlib.pyplot as plt
