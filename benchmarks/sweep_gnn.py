@@ -63,32 +63,17 @@ def _quiet() -> None:
 
 
 def _train_egnn(out: str, use_velocity: bool, seed: int) -> dict:
-    import torch
-
     sys.path.insert(0, str(ROOT / "solutions"))
     import task2_models
 
-    from physml.datasets import fast_mode, load_bundled, split_indices
-    from physml.experiment import (
-        DEFAULT_EPOCHS,
-        FAST_EPOCHS,
-        LECTURE_HPARAMS,
-        evaluate_on_test_split,
-        make_loaders,
-    )
-    from physml.training import GNNRegressor, make_trainer
+    from physml.experiment import evaluate_on_test_split, fit_model
 
-    cset = load_bundled("lh")
-    fast = fast_mode()
-    epochs = FAST_EPOCHS if fast else DEFAULT_EPOCHS
-    trainer = make_trainer(epochs, out, fast=fast, progress=False, seed=seed)
-    loaders, norm = make_loaders(cset, split_indices(len(cset), fast=fast))
-    regressor = GNNRegressor(feature_norm=norm, **LECTURE_HPARAMS)
-    regressor.model = task2_models.EGNN(hidden=32, n_layers=3, use_velocity=use_velocity)
-    trainer.fit(regressor, loaders["train"], loaders["val"])
-    best = torch.load(trainer.checkpoint_callback.best_model_path, weights_only=True)
-    regressor.load_state_dict(best["state_dict"])
-    return evaluate_on_test_split(regressor.eval(), fast=fast)
+    model = fit_model(
+        lambda: task2_models.EGNN(hidden=32, n_layers=3, use_velocity=use_velocity),
+        out,
+        seed=seed,
+    )
+    return evaluate_on_test_split(model)
 
 
 def run(job: tuple[str, int]) -> dict:

@@ -105,21 +105,17 @@ if "google.colab" in sys.modules:
 
 # %% tags=["nbval-ignore-output"]
 import matplotlib.pyplot as plt
-import torch
 
-from physml.datasets import fast_mode, load_bundled, split_indices
+from physml.datasets import load_bundled, split_indices
 from physml.experiment import (
-    DEFAULT_EPOCHS,
-    FAST_EPOCHS,
-    LECTURE_HPARAMS,
     evaluate_on_test_split,
+    fit_model,
     leaderboard,
     make_loaders,
     predict_any,
     reference_metrics,
 )
 from physml.plotting import plot_predictions
-from physml.training import GNNRegressor, make_trainer
 
 plt.rcParams["figure.dpi"] = 100
 
@@ -131,38 +127,12 @@ rows = {
 print(leaderboard(rows))
 
 # %% [markdown]
-# `fit_model` trains any such network with the lecture's recipe: physml's Lightning module
-# `GNNRegressor` (heteroscedastic loss, AdamW with the lecture's learning rate, cosine
-# schedule, best checkpoint on the validation loss) with its network swapped for yours.
-# It returns the
-# best checkpoint's model. `make_trainer` seeds every random generator, which is why
-# `fit_model` takes a function that builds the network rather than the network itself.
-
-
-# %%
-def fit_model(build, out, epochs=None, augment=False, seed=0, **regressor_args):
-    """Train the network build() returns on the fixed split; returns the best checkpoint.
-
-    Args:
-        build: function returning an nn.Module, forward(batch) -> (mean, std), [B, 1] each.
-        out: directory for the checkpoint and the TensorBoard logs.
-        epochs: default: the lecture's (a couple in fast mode).
-        augment: random cube symmetries and translations of the training catalogs.
-        seed: seeds the weights and the order of the training catalogs.
-        **regressor_args: GNNRegressor options that differ from the lecture's, e.g.
-            lr=3e-4, weight_decay=1e-4.
-    """
-    fast = fast_mode()
-    epochs = epochs or (FAST_EPOCHS if fast else DEFAULT_EPOCHS)
-    cset = load_bundled("lh")
-    trainer = make_trainer(epochs, out, fast=fast, progress=False, seed=seed)
-    loaders, norm = make_loaders(cset, split_indices(len(cset)), augment=augment)
-    regressor = GNNRegressor(feature_norm=norm, **{**LECTURE_HPARAMS, **regressor_args})
-    regressor.model = build()  # replaces the lecture network
-    trainer.fit(regressor, loaders["train"], loaders["val"])
-    best = torch.load(trainer.checkpoint_callback.best_model_path, weights_only=True)
-    regressor.load_state_dict(best["state_dict"])
-    return regressor.eval()
+# `physml.experiment.fit_model` trains any such network with the lecture's recipe:
+# physml's Lightning module `GNNRegressor` (heteroscedastic loss, AdamW with the lecture's
+# learning rate, cosine schedule, best checkpoint on the validation loss) with its network
+# swapped for yours. It returns the best checkpoint's model. `make_trainer` seeds every
+# random generator, which is why `fit_model` takes a function that builds the network
+# rather than the network itself.
 
 
 # %% [markdown]

@@ -56,3 +56,21 @@ def test_reference_metrics_default_folder_is_keyed(tmp_path, counted, monkeypatc
     assert counted == [("baseline", True), ("baseline", False)]
     with pytest.raises(ValueError, match="accepted: lecture, baseline"):
         experiment.reference_metrics("nope", out=tmp_path / "x")
+
+
+def test_fit_model_trains_the_built_network_and_returns_the_best_checkpoint(tmp_path):
+    import torch
+
+    from physml.models import MPGNN
+
+    built = []
+
+    def build():
+        built.append(MPGNN(0.2, 4, 4, 8, 1, n_targets=1))
+        return built[-1]
+
+    model = experiment.fit_model(build, tmp_path, epochs=1, fast=True)
+    assert len(built) == 1 and model.model is built[0] and not model.training
+    best = torch.load(next(tmp_path.glob("best*.ckpt")), weights_only=True)["state_dict"]
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, best[key])
