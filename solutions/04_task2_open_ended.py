@@ -225,8 +225,8 @@ print(leaderboard(rows))
 # %% [markdown] tags=["solution"]
 # ## Solution 2: a larger lecture network with velocities
 #
-# `task2_models.VelocityMPGNN` is the lecture network, built from physml's own blocks
-# (`GraphLayer`, `GlobalModel`), with the velocities as extra invariants: the node input is
+# `task2_models.VelocityMPGNN` is the lecture network, a subclass of physml's `MPGNN` that
+# overrides only its `embed` step, with the velocities as extra invariants: the node input is
 # (log mass, log speed) and each edge gets, besides the three features of Task 1, the radial
 # and tangential relative velocity $(\mathbf{v}_j - \mathbf{v}_i)\cdot\mathbf{n}_{ij}$ and
 # $|(\mathbf{v}_j - \mathbf{v}_i)_\perp|$ in units of 100 km/s. It is also larger than the

@@ -8,8 +8,9 @@ km/s) and return ``(mean, std)``, ``[B, n_targets]`` each, in physical units:
 * :class:`EGNN`: the E(n)-equivariant GNN of Satorras, Hoogeboom & Welling (2021,
   arXiv:2102.09844) in a periodic box: messages see only squared distances, coordinates
   are updated along minimum-image displacements, the readout pools invariant node features.
-* :class:`VelocityMPGNN`: the lecture network, built from physml's own blocks, with the
-  halo velocities as extra invariants (speed; radial and tangential relative velocity).
+* :class:`VelocityMPGNN`: the lecture network (a subclass of physml's ``MPGNN`` with its
+  own embedding), with the halo velocities as extra invariants (speed; radial and
+  tangential relative velocity).
 
 The Task 2 notebook trains them with physml's Lightning module (``GNNRegressor`` with its
 ``model`` swapped for the network).
@@ -22,13 +23,12 @@ rotations / reflections of the cube; :meth:`EGNN.propagate`'s coordinates are eq
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_pool
 from torch_geometric.utils import scatter
 
 from physml.graphs import invariant_edge_features, minimum_image
-from physml.models import PRIOR_RANGES, Y_COLUMNS, GlobalModel, GraphLayer
+from physml.models import MPGNN, gaussian_output, prior_centre_and_halfwidth
 
 __all__ = ["EGNN", "EGNNLayer", "VelocityMPGNN", "pair_features"]
 
@@ -60,9 +60,9 @@ class _GaussianHead(nn.Module):
             nn.SiLU(),
             nn.Linear(hidden, 2 * n_targets),
         )
-        lo_hi = torch.tensor([PRIOR_RANGES[n] for n in Y_COLUMNS[:n_targets]])
-        self.register_buffer("target_offset", lo_hi.mean(dim=1))
-        self.register_buffer("target_scale", (lo_hi[:, 1] - lo_hi[:, 0]) / 2)
+        centre, halfwidth = prior_centre_and_halfwidth(n_targets)
+        self.register_buffer("target_offset", centre)
+        self.register_buffer("target_scale", halfwidth)
 
     def forward(self, h: Tensor, batch: Tensor, u: Tensor | None, num_graphs: int):
         pools = [
@@ -73,10 +73,7 @@ class _GaussianHead(nn.Module):
         if self.global_in:
             pools.append(u)
         out = self.mlp(torch.cat(pools, dim=1))
-        a, b = out[:, : self.n_targets], out[:, self.n_targets :]
-        mean = self.target_offset + self.target_scale * a
-        std = self.target_scale * (F.softplus(b) + 1e-4)
-        return mean, std
+        return gaussian_output(out, self.target_offset, self.target_scale)
 
 
 def _graph_inputs(data):
@@ -280,15 +277,24 @@ def pair_features(data, r_link: float = 0.2, box_size: float | None = 1.0) -> Te
     return torch.cat([inv[:, :1] / r_link, inv[:, 1:], v_r, v_t], dim=-1)
 
 
-class VelocityMPGNN(nn.Module):
-    r"""The lecture network (physml's :class:`~physml.models.GraphLayer` and
-    :class:`~physml.models.GlobalModel`) with the halo velocities as extra invariants.
+class _VelocityEmbedding(nn.Module):
+    """The MLPs of :class:`VelocityMPGNN`: 2 node inputs, 5 edge inputs."""
+
+    def __init__(self, node_emb_size: int, edge_emb_size: int, hidden_size: int):
+        super().__init__()
+        self.node_mlp = _mlp(2, hidden_size, node_emb_size, nn.ReLU)
+        self.edge_mlp = _mlp(5, hidden_size, edge_emb_size, nn.ReLU)
+
+
+class VelocityMPGNN(MPGNN):
+    r"""The lecture network (:class:`physml.models.MPGNN`) with the halo velocities as extra
+    invariants: only the embedding differs.
 
     Nodes: (log mass, :math:`\log(|\mathbf{v}|/100\,\mathrm{km/s})`); edges: the five
     :func:`pair_features`. Both are embedded by MLPs, then ``n_layers`` edge / node
-    updates and the sum / mean / max readout with ``u``, as in
-    :class:`physml.models.MPGNN`. Invariant under permutations, periodic translations and
-    the cube's symmetries (velocities transform with the positions).
+    updates and the sum / mean / max readout with ``u``, as in ``MPGNN``. Invariant under
+    permutations, periodic translations and the cube's symmetries (velocities transform
+    with the positions).
 
     Args:
         r_link: radius the graphs were built with, box units.
@@ -307,30 +313,21 @@ class VelocityMPGNN(nn.Module):
         n_targets: int = 1,
         box_size: float | None = 1.0,
     ):
-        super().__init__()
-        self.r_link, self.box_size, self.n_targets = float(r_link), box_size, n_targets
-        self.node_mlp = _mlp(2, hidden_size, node_emb_size, nn.ReLU)
-        self.edge_mlp = _mlp(5, hidden_size, edge_emb_size, nn.ReLU)
-        layers, node_dim, edge_dim = [], node_emb_size, edge_emb_size
-        for _ in range(n_layers):
-            layers.append(GraphLayer(node_dim, edge_dim, hidden_size, hidden_size, hidden_size))
-            node_dim = edge_dim = hidden_size
-        self.layers = nn.ModuleList(layers)
-        self.readout = GlobalModel(node_dim, 1, hidden_size, 2 * n_targets)
-        lo_hi = torch.tensor([PRIOR_RANGES[n] for n in Y_COLUMNS[:n_targets]])
-        self.register_buffer("target_offset", lo_hi.mean(dim=1))
-        self.register_buffer("target_scale", (lo_hi[:, 1] - lo_hi[:, 0]) / 2)
+        embedding = _VelocityEmbedding(node_emb_size, edge_emb_size, hidden_size)
+        super().__init__(
+            r_link,
+            node_emb_size,
+            edge_emb_size,
+            hidden_size,
+            n_layers,
+            n_targets,
+            embedding=embedding,
+            box_size=box_size,
+        )
 
-    def forward(self, data) -> tuple[Tensor, Tensor]:
-        """``(mean, std)``, ``[B, n_targets]`` each, physical units, ``std > 0``."""
-        x, _, edge_index, batch, u, num_graphs = _graph_inputs(data)
+    def embed(self, data, x: Tensor, pos: Tensor, edge_index: Tensor, batch: Tensor):
+        """(log mass, log speed) and :func:`pair_features`, each through its MLP."""
         speed = torch.linalg.vector_norm(_velocities(data), dim=-1, keepdim=True)
-        h = self.node_mlp(torch.cat([x, torch.log(speed.clamp_min(1e-3))], dim=-1))
-        e = self.edge_mlp(pair_features(data, self.r_link, self.box_size))
-        for layer in self.layers:
-            h, e = layer(h, edge_index, e, batch)
-        out = self.readout(h, edge_index, e, u, batch, num_graphs=num_graphs)
-        a, b = out[:, : self.n_targets], out[:, self.n_targets :]
-        mean = self.target_offset + self.target_scale * a
-        std = self.target_scale * (F.softplus(b) + 1e-4)
-        return mean, std
+        h = self.embedding.node_mlp(torch.cat([x, torch.log(speed.clamp_min(1e-3))], dim=-1))
+        e = self.embedding.edge_mlp(pair_features(data, self.r_link, self.box_size))
+        return h, e

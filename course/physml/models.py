@@ -53,7 +53,9 @@ __all__ = [
     "InvariantEmbedding",
     "MPGNN",
     "NodeModel",
+    "gaussian_output",
     "make_embedding",
+    "prior_centre_and_halfwidth",
     "target_columns",
 ]
 
@@ -82,6 +84,23 @@ def target_columns(target: str) -> list[int]:
     if target not in TARGETS:
         raise ValueError(f"target: expected one of {tuple(TARGETS)}, got {target!r}")
     return [Y_COLUMNS.index(name) for name in TARGETS[target]]
+
+
+def prior_centre_and_halfwidth(n_targets: int) -> tuple[Tensor, Tensor]:
+    """Centre ``c`` and half-width ``s`` (``[n_targets]`` each) of the prior ranges of the
+    first ``n_targets`` columns of ``y`` (:data:`PRIOR_RANGES`)."""
+    lo_hi = torch.tensor([PRIOR_RANGES[n] for n in Y_COLUMNS[:n_targets]])
+    return lo_hi.mean(dim=1), (lo_hi[:, 1] - lo_hi[:, 0]) / 2
+
+
+def gaussian_output(raw: Tensor, centre: Tensor, halfwidth: Tensor) -> tuple[Tensor, Tensor]:
+    r"""Raw readout ``[B, 2T]`` = :math:`(a, b)` to :math:`\mu = c + s\,a` and
+    :math:`\sigma = s\,(\mathrm{softplus}(b) + 10^{-4})`, ``[B, T]`` each, with
+    :math:`c, s` from :func:`prior_centre_and_halfwidth`: physical units, ``std > 0``."""
+    t = centre.numel()
+    mean = centre + halfwidth * raw[:, :t]
+    std = halfwidth * (F.softplus(raw[:, t:]) + 1e-4)
+    return mean, std
 
 
 def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
@@ -448,7 +467,8 @@ class MPGNN(nn.Module):
         hidden_size: hidden width of every MLP and the node / edge size in the layers.
         n_layers: number of message-passing layers (>= 0).
         n_targets: 1 (:math:`\sigma_8`) or 2 (:math:`\sigma_8, \Omega_m`).
-        embedding: ``"cartesian"`` or ``"invariant"``.
+        embedding: ``"cartesian"`` or ``"invariant"``, or a module of one's own (for a
+            subclass that overrides :meth:`embed`).
         box_size: side of the periodic box in the units of ``pos`` (1.0: box units), or
             ``None`` for open boundaries.
         node_in: node feature size (1: log mass).
@@ -486,9 +506,13 @@ class MPGNN(nn.Module):
         self.n_targets = n_targets
         self.node_in = node_in
         self.global_in = global_in
-        self.embedding = make_embedding(
-            embedding, r_link, node_emb_size, edge_emb_size, hidden_size, box_size, node_in
-        )
+        self.box_size = None if box_size is None else float(box_size)
+        if isinstance(embedding, nn.Module):
+            self.embedding = embedding
+        else:
+            self.embedding = make_embedding(
+                embedding, r_link, node_emb_size, edge_emb_size, hidden_size, box_size, node_in
+            )
         layers = []
         node_dim, edge_dim = node_emb_size, edge_emb_size
         for _ in range(n_layers):
@@ -496,9 +520,9 @@ class MPGNN(nn.Module):
             node_dim = edge_dim = hidden_size
         self.layers = nn.ModuleList(layers)
         self.readout = GlobalModel(node_dim, global_in, hidden_size, 2 * n_targets)
-        lo_hi = torch.tensor([PRIOR_RANGES[n] for n in Y_COLUMNS[:n_targets]])
-        self.register_buffer("target_offset", lo_hi.mean(dim=1))
-        self.register_buffer("target_scale", (lo_hi[:, 1] - lo_hi[:, 0]) / 2)
+        centre, halfwidth = prior_centre_and_halfwidth(n_targets)
+        self.register_buffer("target_offset", centre)
+        self.register_buffer("target_scale", halfwidth)
 
     def _inputs(self, data):
         for key in ("x", "pos", "edge_index"):
@@ -542,11 +566,15 @@ class MPGNN(nn.Module):
             ``mean``, ``std``: ``[B, n_targets]`` each, physical units, ``std > 0``.
         """
         x, pos, edge_index, batch, u, num_graphs = self._inputs(data)
-        h, e = self.embedding(x, pos, edge_index, batch)
+        h, e = self.embed(data, x, pos, edge_index, batch)
         for layer in self.layers:
             h, e = layer(h, edge_index, e, batch)
         out = self.readout(h, edge_index, e, u, batch, num_graphs=num_graphs)
-        raw_mean, raw_std = out[:, : self.n_targets], out[:, self.n_targets :]
-        mean = self.target_offset + self.target_scale * raw_mean
-        std = self.target_scale * (F.softplus(raw_std) + 1e-4)
-        return mean, std
+        return gaussian_output(out, self.target_offset, self.target_scale)
+
+    def embed(self, data, x: Tensor, pos: Tensor, edge_index: Tensor, batch: Tensor):
+        """Node and edge embeddings ``[N, node_emb_size]``, ``[E, edge_emb_size]``.
+
+        Here ``self.embedding(x, pos, edge_index, batch)``; a subclass with other inputs
+        (e.g. the halo velocities in ``data``) overrides this and keeps the rest."""
+        return self.embedding(x, pos, edge_index, batch)
