@@ -351,3 +351,26 @@ def test_cuda_matches_cpu(embedding):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     for a, b in zip(outs["cpu"][2], outs["cuda"][2], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_length_check_first_training_batch_and_eval():
+    """On a GPU, edges longer than r_link are caught on the first training batch and on
+    every batch in eval mode (later training batches skip the host-device sync)."""
+    g = torch.Generator().manual_seed(0)
+    pos = torch.rand(40, 3, generator=g)
+
+    def data(r):
+        ei = radius_graph(pos, r, box_size=1.0)
+        return Data(x=torch.randn(40, 1), pos=pos, edge_index=ei, u=torch.zeros(1, 1)).cuda()
+
+    good, bad = data(R), data(0.3)
+    net = MPGNN(R, 4, 4, 8, 1, 1).cuda()
+    with pytest.raises(ValueError, match="r_link"):
+        net(bad)  # first training batch
+    net = MPGNN(R, 4, 4, 8, 1, 1).cuda()
+    net(good)
+    net(bad)  # later training batches are not checked on a GPU
+    net.eval()
+    with pytest.raises(ValueError, match="r_link"):
+        net(bad)
