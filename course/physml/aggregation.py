@@ -18,6 +18,14 @@ directions use the fastest kernel there is:
 * a max-pool is MKL's CSR ``amax`` product on a CPU and ``scatter_reduce_`` elsewhere; its
   backward pass sends the gradient of each maximum to the edges that attain it.
 
+Why physml owns this rather than calling ``torch_geometric.utils.scatter`` or PyG's sparse
+adjacency path: autograd's backward passes are the slow part there (it transposes the CSR
+matrix on every call; ``scatter_reduce``'s max backward builds several ``[E, F]`` masks).
+On a 2-core CPU the max-pool's backward pass here is about 4 times faster, the sums cut a
+lecture-model training step by about 10 % against ``index_add_``, and with
+:meth:`physml.models.EdgeModel.message` a step takes about 0.6 times as long as with PyG's
+``MetaLayer`` and ``scatter`` (``benchmarks/bench_training.py`` measures whole steps).
+
 :class:`Incidence` holds the matrix, built once per batch and shared by all layers.
 ``tests/test_aggregation.py`` compares every function, values and gradients, with
 ``x[index]`` and ``torch_geometric.utils.scatter``.
