@@ -77,3 +77,13 @@ def test_bad_index():
         Incidence(torch.tensor([0.0, 1.0]), 2)
     with pytest.raises(ValueError, match="< num_nodes = 2"):
         Incidence(torch.tensor([0, 2]), 2)
+
+
+def test_other_dtype_than_the_matrix_falls_back():
+    index = torch.tensor([0, 2, 2])
+    inc = Incidence(index, 3, torch.float32)
+    src = torch.tensor([[1.0], [2.0], [-4.0]], dtype=torch.float64)
+    torch.testing.assert_close(scatter_sum(src, inc), scatter(src, index, 0, dim_size=3))
+    torch.testing.assert_close(
+        scatter_max(src, inc), scatter(src, index, 0, dim_size=3, reduce="max")
+    )

@@ -48,7 +48,8 @@ class Incidence:
     Args:
         index: ``[E]`` long, e.g. ``edge_index[1]`` (targets) or ``edge_index[0]``.
         num_nodes: :math:`N`.
-        dtype: float dtype of the features it will pool (of :attr:`degree` and the matrix).
+        dtype: float dtype of the features it will pool (of :attr:`degree` and the
+            matrix; features of another dtype take the ``index_add_`` path).
 
     Attributes:
         index: ``[E]`` long.
@@ -91,16 +92,19 @@ class Incidence:
             self.degree = torch.zeros(self.num_nodes, dtype=dtype, device=index.device)
             self.degree.index_add_(0, index, torch.ones(n_edges, dtype=dtype, device=index.device))
 
+    def _use_matrix(self, src: Tensor) -> bool:
+        return self.matrix is not None and src.numel() > 0 and src.dtype == self.matrix.dtype
+
     def _sum(self, src: Tensor) -> Tensor:
         """``[E, F]`` -> ``[N, F]`` sums, no autograd."""
-        if self.matrix is not None and src.numel():
+        if self._use_matrix(src):
             return torch.sparse.mm(self.matrix, src.contiguous())
         out = src.new_zeros(self.num_nodes, src.size(1))
         return out.index_add_(0, self.index, src)
 
     def _max(self, src: Tensor) -> Tensor:
         """``[E, F]`` -> ``[N, F]`` maxima (0 where no edge), no autograd."""
-        if self.matrix is not None and src.numel():
+        if self._use_matrix(src):
             return torch.sparse.mm(self.matrix, src.contiguous(), "amax")
         out = src.new_zeros(self.num_nodes, src.size(1))
         index = self.index[:, None].expand_as(src)
@@ -116,7 +120,7 @@ class _Gather(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):
-        return ctx.inc._sum(grad), None
+        return (ctx.inc._sum(grad) if ctx.needs_input_grad[0] else None), None
 
 
 class _ScatterSum(torch.autograd.Function):
