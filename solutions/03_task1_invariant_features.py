@@ -399,7 +399,7 @@ if yours is not None:
 # * **One run is one draw.** The same network trained again with another seed, or with
 #   another number of CPU threads (which changes the order of floating-point sums), lands
 #   at another $\epsilon$. In our runs on this test split the invariant network gave
-#   between 7.5 % and 9.1 %, the Cartesian one between 7.9 % and 8.1 %, and the baseline
+#   between 7.5 % and 9.1 %, the Cartesian one between 7.9 % and 8.4 %, and the baseline
 #   7.5 %. Before deciding which features are better, train each a few times (`seed=` of
 #   `make_trainer` and `train`) and compare the spreads, not single numbers.
 # * **The centre is arbitrary.** In a homogeneous universe in a periodic box no point is
