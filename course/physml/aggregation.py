@@ -11,20 +11,20 @@ directions use the fastest kernel there is:
 * a gather is ``index_select`` (forward, and backward of a sum-pool);
 * a sum-pool is a product with the :math:`N \times E` 0/1 **incidence matrix**
   :math:`M_{ik} = [\mathrm{index}_k = i]`, stored as a ``torch.sparse_csr_tensor`` and
-  multiplied with MKL's sparse kernels on a CPU (about 10 times faster than
-  ``index_add_`` when ``index`` is sorted, as the targets of
-  :func:`physml.graphs.radius_graph` are, and 2 times when not); on other devices it is
-  ``index_add_``;
+  multiplied with MKL's sparse kernels on a CPU (much faster than ``index_add_`` when
+  ``index`` is sorted, as the targets of :func:`physml.graphs.radius_graph` are, and still
+  faster when not); on other devices it is ``index_add_``;
 * a max-pool is MKL's CSR ``amax`` product on a CPU and ``scatter_reduce_`` elsewhere; its
   backward pass sends the gradient of each maximum to the edges that attain it.
 
 Why physml owns this rather than calling ``torch_geometric.utils.scatter`` or PyG's sparse
 adjacency path: autograd's backward passes are the slow part there (it transposes the CSR
-matrix on every call; ``scatter_reduce``'s max backward builds several ``[E, F]`` masks).
-On a 2-core CPU the max-pool's backward pass here is about 4 times faster, the sums cut a
-lecture-model training step by about 10 % against ``index_add_``, and with
-:meth:`physml.models.EdgeModel.message` a step takes about 0.6 times as long as with PyG's
-``MetaLayer`` and ``scatter`` (``benchmarks/bench_training.py`` measures whole steps).
+matrix on every call; ``scatter_reduce``'s max backward builds several ``[E, F]`` masks;
+``x[index]``'s backward is a sorting ``index_put_``). On a lecture-sized batch on a 2-core
+CPU (``benchmarks/bench_aggregation.py``), forward + backward is 8 times faster for the max
+pool, 2.4 times for the sum pool and 4 to 7 times for a gather; with
+:meth:`physml.models.EdgeModel.message` a whole training step is 1.8 times faster than
+with PyG's ``MetaLayer`` and ``scatter`` (``benchmarks/bench_training.py``).
 
 :class:`Incidence` holds the matrix, built once per batch and shared by all layers.
 ``tests/test_aggregation.py`` compares every function, values and gradients, with
