@@ -87,3 +87,14 @@ def test_other_dtype_than_the_matrix_falls_back():
     torch.testing.assert_close(
         scatter_max(src, inc), scatter(src, index, 0, dim_size=3, reduce="max")
     )
+
+
+def test_bfloat16_takes_the_index_path():
+    index = torch.tensor([2, 0, 2])
+    inc = Incidence(index, 3, torch.bfloat16)
+    assert inc.matrix is None
+    src = torch.tensor([[1.0], [2.0], [-4.0]], dtype=torch.bfloat16)
+    torch.testing.assert_close(scatter_sum(src, inc), scatter(src, index, 0, dim_size=3))
+    torch.testing.assert_close(
+        scatter_max(src, inc), scatter(src, index, 0, dim_size=3, reduce="max")
+    )

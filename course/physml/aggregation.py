@@ -56,7 +56,8 @@ class Incidence:
         num_nodes: :math:`N`.
         degree: ``[N]`` of ``dtype``, the number of edges with each index (exact up to
             :math:`2^{24}` in float32).
-        matrix: the :math:`N \times E` CSR incidence matrix (CPU tensors), else ``None``.
+        matrix: the :math:`N \times E` CSR incidence matrix (CPU tensors, float32 or
+            float64), else ``None``.
     """
 
     def __init__(self, index: Tensor, num_nodes: int, dtype: torch.dtype = torch.float32):
@@ -68,11 +69,13 @@ class Incidence:
         self.num_nodes = int(num_nodes)
         n_edges = index.numel()
         self.matrix = None
-        if index.device.type == "cpu":
+        if index.device.type == "cpu":  # MKL's sparse kernels: float32 / float64 only
             counts = torch.bincount(index, minlength=self.num_nodes)
             if counts.numel() > self.num_nodes:
                 raise ValueError(f"index: values must be < num_nodes = {self.num_nodes}")
             self.degree = counts.to(dtype)
+            if dtype not in (torch.float32, torch.float64):
+                return  # no matrix: the index_add_ / scatter_reduce_ path
             if n_edges > 1 and not bool((index[1:] >= index[:-1]).all()):
                 order = torch.argsort(index, stable=True)
             else:
