@@ -98,3 +98,28 @@ def test_bfloat16_takes_the_index_path():
     torch.testing.assert_close(
         scatter_max(src, inc), scatter(src, index, 0, dim_size=3, reduce="max")
     )
+
+
+@pytest.mark.parametrize("csr", [True, False], ids=["csr", "index_add"])
+def test_tied_maxima_split_the_gradient(csr):
+    """Duplicate edges tie: the gradient of the maximum is split between them, as
+    autograd's scatter_reduce does, so each node's edge gradients sum to its own."""
+    index = torch.tensor([0, 0, 1, 0])
+    inc = _incidence(index, 2, torch.float64, csr)
+    src = torch.tensor([[3.0, 1.0], [3.0, 5.0], [2.0, 2.0], [3.0, 5.0]], dtype=torch.float64)
+    src.requires_grad_()
+    grad = torch.tensor([[1.0, 10.0], [100.0, 1000.0]], dtype=torch.float64)
+    (ours,) = torch.autograd.grad(scatter_max(src, inc), src, grad)
+    (ref,) = torch.autograd.grad(scatter(src, index, 0, dim_size=2, reduce="max"), src, grad)
+    torch.testing.assert_close(ours, ref)
+    expected = [[1 / 3, 0.0], [1 / 3, 5.0], [100.0, 1000.0], [1 / 3, 5.0]]
+    torch.testing.assert_close(ours, torch.tensor(expected, dtype=torch.float64))
+    per_node = scatter(ours, index, 0, dim_size=2)  # each maximum passes on its gradient once
+    torch.testing.assert_close(per_node, grad)
+
+
+def test_degree_is_counted_exactly_in_low_precision():
+    index = torch.zeros(300, dtype=torch.long)
+    assert float(Incidence(index, 1, torch.bfloat16).degree[0]) == 300.0
+    if torch.cuda.is_available():
+        assert float(Incidence(index.cuda(), 1, torch.bfloat16).degree[0]) == 300.0

@@ -26,7 +26,9 @@ pool, 2.4 times for the sum pool and 4 to 7 times for a gather; with
 :meth:`physml.models.EdgeModel.message` a whole training step is 1.8 times faster than
 with PyG's ``MetaLayer`` and ``scatter`` (``benchmarks/bench_training.py``).
 
-:class:`Incidence` holds the matrix, built once per batch and shared by all layers.
+:class:`Incidence` holds the matrix, built once per batch and shared by all layers. The
+functions are custom ``torch.autograd.Function``\ s: once differentiable (no double
+backward), and not for ``torch.func`` transforms.
 ``tests/test_aggregation.py`` compares every function, values and gradients, with
 ``x[index]`` and ``torch_geometric.utils.scatter``.
 """
@@ -54,8 +56,8 @@ class Incidence:
     Attributes:
         index: ``[E]`` long.
         num_nodes: :math:`N`.
-        degree: ``[N]`` of ``dtype``, the number of edges with each index (exact up to
-            :math:`2^{24}` in float32).
+        degree: ``[N]`` of ``dtype``, the number of edges with each index (counted exactly,
+            then rounded to ``dtype``).
         matrix: the :math:`N \times E` CSR incidence matrix (CPU tensors, float32 or
             float64), else ``None``.
     """
@@ -91,9 +93,10 @@ class Incidence:
                     size=(self.num_nodes, n_edges),
                     check_invariants=False,
                 )
-        else:
-            self.degree = torch.zeros(self.num_nodes, dtype=dtype, device=index.device)
-            self.degree.index_add_(0, index, torch.ones(n_edges, dtype=dtype, device=index.device))
+        else:  # counted in float32 (exact to 2**24), whatever ``dtype`` is
+            ones = torch.ones(n_edges, device=index.device)
+            counts = torch.zeros(self.num_nodes, device=index.device).index_add_(0, index, ones)
+            self.degree = counts.to(dtype)
 
     def _use_matrix(self, src: Tensor) -> bool:
         return self.matrix is not None and src.numel() > 0 and src.dtype == self.matrix.dtype
@@ -150,10 +153,11 @@ class _ScatterMax(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: Tensor):
         src, out = ctx.saved_tensors
-        index = ctx.inc.index
-        hit = out.index_select(0, index)
+        inc = ctx.inc
+        hit = out.index_select(0, inc.index)
         torch.eq(src, hit, out=hit)  # 1.0 where the edge attains the maximum (float: faster)
-        return grad.index_select(0, index).mul_(hit), None
+        ties = inc._sum(hit).clamp_(min=1).index_select(0, inc.index)  # edges sharing a max
+        return grad.index_select(0, inc.index).mul_(hit).div_(ties), None
 
 
 def gather(x: Tensor, inc: Incidence) -> Tensor:
@@ -171,9 +175,9 @@ def scatter_max(src: Tensor, inc: Incidence) -> Tensor:
     """Maximum of the rows of ``src`` ``[E, F]`` with the same index, per column: ``[N, F]``,
     0 (never ``-inf``) where there is none.
 
-    The backward pass routes the gradient of each maximum to the rows that attain it. Where
-    several rows tie, each gets all of it (autograd's ``scatter_reduce`` splits it equally;
-    both are valid subgradients, and ties between float messages do not occur in
-    practice). Not twice differentiable.
+    The backward pass routes the gradient of each maximum to the rows that attain it,
+    split equally between tied rows (as autograd's ``scatter_reduce`` does; ties occur with
+    duplicate edges, identical messages or low-precision floats). Not twice
+    differentiable.
     """
     return _ScatterMax.apply(src, inc)

@@ -157,16 +157,17 @@ class _Embedding(nn.Module, abc.ABC):
         time; so on a GPU (or any device but the CPU) the check runs on the first training
         batch, where graphs built with another radius show up, and on every batch in eval
         mode (evaluation of a checkpoint on foreign graphs); on the CPU on every batch."""
-        if d.device.type != "cpu" and self.training:
-            if self._lengths_checked:
-                return
-            self._lengths_checked = True
+        once = d.device.type != "cpu" and self.training
+        if once and getattr(self, "_lengths_checked", False):
+            return
         if d.numel() and float(d.max()) > self.r_link * (1 + _RADIUS_SLACK):
             raise ValueError(
                 f"edge_index has an edge of length {float(d.max()):.6g} > r_link = "
                 f"{self.r_link} (box units): the graphs were built with a larger radius than "
                 "this model's r_link; rebuild them or set r_link to the radius used"
             )
+        if once:
+            self._lengths_checked = True  # only once a batch has passed
 
     def forward(
         self, x: Tensor, pos: Tensor, edge_index: Tensor, batch: Tensor | None = None
@@ -501,7 +502,9 @@ class GraphLayer(nn.Module):
 
         Computes what ``self.layer(x, edge_index, edge_attr)`` (the ``MetaLayer``) computes,
         up to float rounding, but with :meth:`EdgeModel.message` instead of the
-        ``MetaLayer``'s ``x[row]``, ``x[col]`` gathers and concatenation.
+        ``MetaLayer``'s ``x[row]``, ``x[col]`` gathers and concatenation. It does not call
+        the ``MetaLayer`` or ``EdgeModel.forward``: hooks on them, or a subclass that
+        overrides ``EdgeModel.forward``, do not take effect here.
         """
         edge_model, node_model = self.layer.edge_model, self.layer.node_model
         if sources is None:
