@@ -71,11 +71,13 @@ class Incidence:
         self.num_nodes = int(num_nodes)
         n_edges = index.numel()
         self.matrix = None
+        self.nonempty = None  # number of indices with at least one edge (CPU only)
         if index.device.type == "cpu":  # MKL's sparse kernels: float32 / float64 only
             counts = torch.bincount(index, minlength=self.num_nodes)
             if counts.numel() > self.num_nodes:
                 raise ValueError(f"index: values must be < num_nodes = {self.num_nodes}")
             self.degree = counts.to(dtype)
+            self.nonempty = int((counts > 0).sum())
             if dtype not in (torch.float32, torch.float64):
                 return  # no matrix: the index_add_ / scatter_reduce_ path
             if n_edges > 1 and not bool((index[1:] >= index[:-1]).all()):
@@ -141,6 +143,11 @@ class _ScatterSum(torch.autograd.Function):
         return grad.index_select(0, ctx.inc.index), None
 
 
+def _count(mask: Tensor) -> int:
+    """Sum of a 0/1 float tensor, exactly (float32 sums of integers are exact below 2**24)."""
+    return int(mask.sum() if mask.numel() < 2**24 else mask.sum(dtype=torch.float64))
+
+
 class _ScatterMax(torch.autograd.Function):
     @staticmethod
     def forward(ctx, src: Tensor, inc: Incidence) -> Tensor:
@@ -156,8 +163,13 @@ class _ScatterMax(torch.autograd.Function):
         inc = ctx.inc
         hit = out.index_select(0, inc.index)
         torch.eq(src, hit, out=hit)  # 1.0 where the edge attains the maximum (float: faster)
-        ties = inc._sum(hit).clamp_(min=1).index_select(0, inc.index)  # edges sharing a max
-        return grad.index_select(0, inc.index).mul_(hit).div_(ties), None
+        out_grad = grad.index_select(0, inc.index).mul_(hit)
+        # Where several edges share a maximum, split its gradient between them. Counting the
+        # ties costs as much again as the rest; on the CPU it is skipped when there are none
+        # (one hit per non-empty row and column, the usual case for float32 messages).
+        if inc.nonempty is None or _count(hit) != inc.nonempty * hit.size(1):
+            out_grad.div_(inc._sum(hit).clamp_(min=1).index_select(0, inc.index))
+        return out_grad, None
 
 
 def gather(x: Tensor, inc: Incidence) -> Tensor:
