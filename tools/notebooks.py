@@ -56,6 +56,16 @@ STUDENT_VERSIONS = {
 }
 #: notebook -> modules next to it that it imports (fetched from GitHub in Colab)
 HELPERS = {"solutions/04_task2_open_ended.py": ("task2_models.py",)}
+#: notebook -> the optional extra of pyproject.toml its Colab setup cell installs with
+#: physml (the supplements need libraries that the lecture does not)
+EXTRAS = {
+    f"lecture14_gnn/{name}.py": "supplements"
+    for name in (
+        "05_differentiable_simulation",
+        "06_neural_physical_engine",
+        "07_flows_and_posteriors",
+    )
+}
 
 TEXT_FORMAT = "py:percent"
 IGNORE_OUTPUT_TAG = "nbval-ignore-output"
@@ -170,9 +180,10 @@ def badge(py_path) -> str:
 def setup_cell_source(py_path=None) -> str:
     """Source of a notebook's setup cell: in Colab it installs physml from :data:`REPO` at
     :data:`BRANCH` (with its dependencies, e.g. PyTorch Geometric and Lightning, which Colab
-    lacks) and fetches the helper modules the notebook imports (:data:`HELPERS`);
+    lacks, and the notebook's extra from :data:`EXTRAS`) and fetches the helper modules the notebook imports (:data:`HELPERS`);
     elsewhere it does nothing."""
     helpers = HELPERS.get(_rel(py_path), ()) if py_path is not None else ()
+    extra = EXTRAS.get(_rel(py_path)) if py_path is not None else None
     folder = Path(_rel(py_path)).parent.as_posix() if helpers else ""
     lines = [
         "# Colab: install physml (and what Colab lacks); elsewhere nothing happens.",
@@ -181,7 +192,9 @@ def setup_cell_source(py_path=None) -> str:
     ]
     if helpers:
         lines.append("import urllib.request")
-    lines += ["", f'PHYSML_INSTALL = "git+https://github.com/{REPO}.git@{BRANCH}"']
+    url = f"git+https://github.com/{REPO}.git@{BRANCH}"
+    install = f"physml[{extra}] @ {url}" if extra else url
+    lines += ["", f'PHYSML_INSTALL = "{install}"']
     if helpers:
         raw = f"https://raw.githubusercontent.com/{REPO}/{BRANCH}/{folder}/"
         lines.append(f'HELPERS = "{raw}"')
