@@ -54,8 +54,10 @@ class ForceSolver:
         self.kernel = green * (1.5 * omega_m)  # keeps omega_m's autograd graph
         self.kernel = self.kernel.to(torch.float32)
 
-    def __call__(self, pos: torch.Tensor) -> torch.Tensor:
-        """Force F = -grad phi at the particles; pos ``[N, 3]`` Mpc/h -> ``[N, 3]``."""
+    def __call__(self, pos: torch.Tensor, a=None) -> torch.Tensor:
+        """Force F = -grad phi at the particles; pos ``[N, 3]`` Mpc/h -> ``[N, 3]``.
+        ``a`` (the scale factor) is unused here; solvers whose force depends on time, such
+        as a learned correction, take it from :func:`nbody`."""
         n, cell = self.n, self.box / self.n
         delta = cic_paint(pos, n, self.box) * (n**3 / pos.shape[0]) - 1.0
         phi = torch.fft.irfftn(torch.fft.rfftn(delta) * self.kernel, s=(n, n, n))
@@ -91,23 +93,27 @@ def nbody(
     n_mesh: int,
     box_size: float,
     callback=None,
+    solver=None,
 ):
     """Kick-drift-kick leapfrog through the scale factors ``steps``.
 
     x, p: ``[N, 3]`` positions (Mpc/h) and momenta at ``steps[0]``. steps: increasing
     scale factors (float sequence). Returns (x, p) at ``steps[-1]``; positions are
     wrapped into [0, box_size). ``callback(a, x, p)`` is called after each step.
+    ``solver(pos, a)`` returns the force ``[N, 3]`` at scale factor ``a`` (0-d float64
+    tensor); default :class:`ForceSolver` on an ``n_mesh``^3 mesh.
     Differentiable in x, p and the cosmology.
     """
-    solver = ForceSolver(n_mesh, box_size, cosmo.omega_m, x.device)
+    if solver is None:
+        solver = ForceSolver(n_mesh, box_size, cosmo.omega_m, x.device)
     table = GrowthTable(cosmo)
     a = [torch.tensor(float(s), dtype=torch.float64) for s in steps]
-    force = solver(x)
+    force = solver(x, a[0])
     for ai, af in zip(a[:-1], a[1:], strict=True):
         ac = torch.sqrt(ai * af)
         p = p + force * table.kick_factor(ai, ai, ac).to(x.dtype)
         x = torch.remainder(x + p * table.drift_factor(ai, ac, af).to(x.dtype), box_size)
-        force = solver(x)
+        force = solver(x, af)
         p = p + force * table.kick_factor(ac, af, af).to(x.dtype)
         if callback is not None:
             callback(float(af), x, p)
