@@ -23,6 +23,8 @@ from torch import nn
 
 from .catalogs import MASS_UNIT, Catalog, CatalogSet
 from .metrics import summary
+from .settings import MASS_CUT
+from .settings import TARGETS as LECTURE_TARGETS
 
 __all__ = [
     "KINDS",
@@ -39,10 +41,14 @@ __all__ = [
 ]
 
 KINDS = ("linear", "quadratic", "mlp")
+_PARAMS_COLUMNS = ("Omega_m", "sigma_8")  # CatalogSet.params
 #: target name -> (params columns, metric names); params columns are (Omega_m, sigma_8)
-TARGETS = {"sigma8": ((1,), ("sigma_8",)), "both": ((1, 0), ("sigma_8", "Omega_m"))}
+TARGETS = {
+    name: (tuple(_PARAMS_COLUMNS.index(p) for p in params), params)
+    for name, params in LECTURE_TARGETS.items()
+}
 
-DEFAULT_MASS_THRESHOLDS = (2e11, 5e11, 1e12, 3e12, 1e13)  # Msun/h
+DEFAULT_MASS_THRESHOLDS = (MASS_CUT, 5e11, 1e12, 3e12, 1e13)  # Msun/h
 DEFAULT_SEPARATIONS = (0.5, 1.0, 2.0, 4.0)  # Mpc/h
 _ALPHAS = tuple(10.0 ** np.arange(-6, 4))  # ridge penalties tried by leave-one-out
 

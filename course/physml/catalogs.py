@@ -29,10 +29,13 @@ import json
 import os
 import re
 import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from .limits import over_limit
 
 __all__ = [
     "Catalog",
@@ -52,8 +55,19 @@ _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _SIM_KEY = re.compile(r"sim_(0|[1-9][0-9]*)")
 _VEL_KEY = re.compile(r"vel_(0|[1-9][0-9]*)")
 _GROUP_FILE = re.compile(r"(groups|fof_subhalo_tab)_[0-9]+\.hdf5")
-_OMEGA_M_NAMES = {"omega_m", "omegam", "omega_0", "omega0", "om"}
-_SIGMA_8_NAMES = {"sigma_8", "sigma8", "si8", "s8"}
+_OMEGA_M_NAMES = {
+    "omega_m",
+    "omegam",
+    "omega_m0",
+    "omegam0",
+    "omega_0",
+    "omega0",
+    "om",
+    "om0",
+    "omega_matter",
+}
+_SIGMA_8_NAMES = {"sigma_8", "sigma8", "si8", "s8", "sigma_8_0", "sigma80"}
+_DEFLATE_MAX_RATIO = 1032  # the most a deflate stream can inflate (bytes out per byte in)
 
 
 # --------------------------------------------------------------------------------------------
@@ -383,7 +397,7 @@ def read_camels_params(path) -> np.ndarray:
             continue
         if text.startswith("#"):
             tokens = [t.lower() for t in text.lstrip("#").split()]
-            if not rows and header is None and _OMEGA_M_NAMES & set(tokens):
+            if not rows and header is None and (_OMEGA_M_NAMES | _SIGMA_8_NAMES) & set(tokens):
                 header = tokens
             continue
         rows.append((lineno, text.split()))
@@ -394,8 +408,12 @@ def read_camels_params(path) -> np.ndarray:
         i_om = next((i for i, t in enumerate(header) if t in _OMEGA_M_NAMES), None)
         i_s8 = next((i for i, t in enumerate(header) if t in _SIGMA_8_NAMES), None)
         if i_om is None or i_s8 is None:
+            missing, names = (
+                ("sigma_8", _SIGMA_8_NAMES) if i_s8 is None else ("Omega_m", _OMEGA_M_NAMES)
+            )
             raise ValueError(
-                f"{name}: header names no column 'sigma_8' (columns: {' '.join(header)})"
+                f"{name}: header names no column '{missing}' (columns: {' '.join(header)}); "
+                f"accepted names: {', '.join(sorted(names))}"
             )
         ncols = len(header)
     else:
@@ -526,14 +544,50 @@ def save_catalogs(path, cset: CatalogSet, compress: bool = True) -> None:
         raise
 
 
+def _npz_declared(npz, key: str, name: str) -> None:
+    """Check what the ``.npy`` header of entry ``key`` declares before numpy allocates it:
+    a size the compressed entry cannot hold is a corrupt entry, and a catalog longer than
+    ``PHYSML_MAX_HALOS`` rows is refused."""
+    zf = getattr(npz, "zip", None)
+    if zf is None:
+        return
+    try:
+        info = zf.getinfo(f"{key}.npy")
+        with zf.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise ValueError(f"{name}: key '{key}': corrupt entry ({e})") from e
+    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if info.compress_type == zipfile.ZIP_STORED:
+        room = info.compress_size
+    elif info.compress_type == zipfile.ZIP_DEFLATED:
+        room = info.compress_size * _DEFLATE_MAX_RATIO + 1024
+    else:
+        room = None
+    if room is not None and nbytes > room:
+        raise ValueError(
+            f"{name}: key '{key}': corrupt entry (its header declares shape {shape}, "
+            f"{nbytes:,} bytes, but the entry can hold at most {room:,})"
+        )
+    if key.startswith(("sim_", "vel_")) and len(shape) >= 1:
+        msg = over_limit("PHYSML_MAX_HALOS", int(shape[0]), f"{name}: key '{key}'")
+        if msg:
+            raise ValueError(msg)
+
+
 def _npz_get(npz, key: str, name: str) -> np.ndarray:
+    _npz_declared(npz, key, name)
     try:
         return npz[key]
     except ValueError as e:  # object arrays need pickle
         raise ValueError(
             f"{name}: key '{key}': cannot be loaded without pickle (object arrays are refused; {e})"
         ) from e
-    except (OSError, EOFError, zipfile.BadZipFile) as e:
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise ValueError(f"{name}: key '{key}': corrupt entry ({e})") from e
 
 
@@ -559,11 +613,11 @@ def _load_npz(name: str, labels) -> CatalogSet:
         if not sim_idx:
             raise ValueError(f"{name}: key 'sim_0': missing (no sim_<i> catalogs in file)")
         n = max(sim_idx) + 1
-        missing = sorted(set(range(n)) - sim_idx)
-        if missing:
+        if len(sim_idx) != n:  # a gap; found without building range(n) (n may be huge)
+            first = next(i for i, k in enumerate(sorted(sim_idx)) if i != k)
             raise ValueError(
-                f"{name}: key 'sim_{missing[0]}': missing (sim_i keys must run 0..{n - 1} "
-                f"without gaps; {len(missing)} missing)"
+                f"{name}: key 'sim_{first}': missing (sim_i keys must run 0..{n - 1} "
+                f"without gaps; {n - len(sim_idx)} missing)"
             )
         orphans = sorted(vel_idx - sim_idx)
         if orphans:
@@ -689,6 +743,17 @@ def _read_group_file(name: str) -> tuple[Catalog, float, dict]:
             raise ValueError(f"{name}: key 'Header/BoxSize': expected > 0 kpc/h, got {box_kpc}")
         a = _scalar_attr(attrs, "Time", name, required=False)
         z = _scalar_attr(attrs, "Redshift", name, required=False)
+        if a is not None and not 0 < a <= 1 + 1e-6:
+            raise ValueError(
+                f"{name}: key 'Header/Time': expected a scale factor in (0, 1], got {a}"
+            )
+        if z is not None and not -1e-6 <= z < 1e4:
+            raise ValueError(f"{name}: key 'Header/Redshift': expected a redshift >= 0, got {z}")
+        if a is not None and z is not None and not np.isclose(a, 1 / (1 + z), rtol=1e-3):
+            raise ValueError(
+                f"{name}: key 'Header/Time': scale factor {a} disagrees with "
+                f"'Header/Redshift' {z} (expected a = 1 / (1 + z) = {1 / (1 + z):.6g})"
+            )
         if a is None and z is not None:
             a = 1.0 / (1.0 + z)
         n_total = _scalar_attr(attrs, "Ngroups_Total", name, required=False)
@@ -697,7 +762,18 @@ def _read_group_file(name: str) -> tuple[Catalog, float, dict]:
             obj = f.get(key)
             if not isinstance(obj, h5py.Dataset):
                 raise ValueError(f"{name}: key '{key}': missing dataset")
-            data = obj[()]
+            if obj.dtype.kind not in "fiu" or obj.ndim != (1 if ncols is None else 2):
+                raise ValueError(
+                    f"{name}: key '{key}': expected float array of shape {shape_text}, "
+                    f"got {obj.dtype} array of shape {obj.shape}"
+                )
+            msg = over_limit("PHYSML_MAX_HALOS", int(obj.shape[0]), f"{name}: key '{key}'")
+            if msg:
+                raise ValueError(msg)
+            try:
+                data = obj[()]
+            except OSError as e:  # declared larger than the file holds, bad filter, ...
+                raise ValueError(f"{name}: key '{key}': corrupt dataset ({e})") from e
             return _as_float32(np.asarray(data), shape_text, ncols, f"{name}: key '{key}'")
 
         if "Group/GroupPos" not in f and n_total == 0:
@@ -728,10 +804,31 @@ def _read_group_file(name: str) -> tuple[Catalog, float, dict]:
     _check_finite(pos_kpc, f"{name}: key 'Group/GroupPos'")
     _check_finite(mass, f"{name}: key 'Group/GroupMass'")
     _check_positive_mass(mass, f"{name}: key 'Group/GroupMass'")
+    _check_position_units(pos_kpc, box_kpc, name)
     pos = np.mod(pos_kpc.astype(np.float64) / box_kpc, 1.0).astype(np.float32)
     pos[pos >= 1] = 0  # float32 rounding of values just below 1
     info = {"file": os.path.basename(name), "redshift": z, "scale_factor": a}
     return Catalog(pos, mass, vel), box_kpc / 1000.0, info
+
+
+def _check_position_units(pos_kpc: np.ndarray, box_kpc: float, name: str) -> None:
+    """Positions and ``BoxSize`` must share units (kpc/h): positions outside the box by more
+    than 1 % of it, or 20+ halos all within 1 % of it from the origin, mean they do not."""
+    if not len(pos_kpc):
+        return
+    lo, hi = float(pos_kpc.min()), float(pos_kpc.max())
+    if lo < -0.01 * box_kpc or hi > 1.01 * box_kpc:
+        raise ValueError(
+            f"{name}: key 'Group/GroupPos': positions from {lo:g} to {hi:g} do not lie in the "
+            f"box [0, {box_kpc:g}] of 'Header/BoxSize'; positions and BoxSize must both be in "
+            "kpc/h"
+        )
+    if len(pos_kpc) >= 20 and hi < 0.01 * box_kpc:
+        raise ValueError(
+            f"{name}: key 'Group/GroupPos': all {len(pos_kpc)} positions lie below {hi:g}, "
+            f"within 1 % of the box side {box_kpc:g} of 'Header/BoxSize'; positions and "
+            "BoxSize must both be in kpc/h (are the positions in Mpc/h?)"
+        )
 
 
 def _load_group_files(files: list[str], labels, name: str) -> CatalogSet:

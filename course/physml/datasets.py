@@ -1,4 +1,5 @@
-"""Data sets of simulated halo catalogs: the bundled sets, ``make-dataset``, fast mode.
+"""Data sets of simulated halo catalogs: the bundled sets, ``make-dataset``, regeneration,
+checksums. (The graph data for the GNN built from them is :mod:`physml.graphdata`.)
 
 The bundled sets were made by :func:`make_dataset` with the lecture settings
 (:class:`physml.simulation.SimulationConfig` defaults) and ship as package data:
@@ -12,7 +13,6 @@ The bundled sets were made by :func:`make_dataset` with the lecture settings
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -25,15 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy.stats import qmc
-from torch_geometric.data import Data
-from torch_geometric.data import Dataset as PygDataset
-from torch_geometric.transforms import BaseTransform
 from tqdm import tqdm
 
 from . import __version__
 from .catalogs import Catalog, CatalogSet, checksum_file, load_catalogs, save_catalogs
 from .cosmology import PRIOR_RANGES, Cosmology
-from .graphs import radius_graph
 from .simulation import SimulationConfig, linear_field, simulate
 
 SET_NAMES = ("lh", "cv", "1p")
@@ -43,11 +39,6 @@ FIDUCIAL = (0.3, 0.8)
 #: seed offsets per set, so that no two catalogs of different sets share a seed
 SEED_OFFSETS = {"lh": 0, "cv": 100_000, "1p": 200_000}
 CHECKSUMS_FILE = "checksums.json"
-
-
-def fast_mode() -> bool:
-    """True when ``PHYSML_FAST`` is set to a true value (CI, nbval): small subsets, few epochs."""
-    return os.environ.get("PHYSML_FAST", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def set_filename(name: str) -> str:
@@ -293,189 +284,3 @@ def linear_field_of(cset: CatalogSet, index: int, n: int | None = None):
     om, s8 = cset.params[index]
     n = n or config["n_particles"]
     return linear_field(Cosmology(om, s8), cset.meta["seeds"][index], n, config["box_size"])
-
-
-# --------------------------------------------------------------------------- graphs for GNNs
-TARGET_NAMES = ("sigma_8", "Omega_m")  # the column order of Data.y
-DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "physml"
-GRAPH_FORMAT_VERSION = 1  # bump when the cached graph layout changes
-
-
-def split_indices(
-    n: int = 1000, seed: int = 0, fractions=(0.7, 0.15, 0.15), fast: bool | None = None
-) -> dict[str, np.ndarray]:
-    """The fixed, disjoint train / val / test split of ``n`` catalogs (indices, sorted).
-
-    Every notebook, solution and benchmark uses this with the defaults on the bundled LH
-    set. In fast mode (``fast=None`` reads :func:`fast_mode`) each part is cut to a small
-    prefix (64 / 16 / 16) of the same split, so fast runs test on a subset of the test set.
-    """
-    if not np.isclose(sum(fractions), 1.0) or min(fractions) < 0:
-        raise ValueError(f"fractions must be >= 0 and sum to 1, got {fractions}")
-    perm = np.random.default_rng(seed).permutation(n)
-    n_train = int(round(fractions[0] * n))
-    n_val = int(round(fractions[1] * n))
-    parts = {
-        "train": perm[:n_train],
-        "val": perm[n_train : n_train + n_val],
-        "test": perm[n_train + n_val :],
-    }
-    if fast_mode() if fast is None else fast:
-        parts = {k: v[:m] for (k, v), m in zip(parts.items(), (64, 16, 16), strict=True)}
-    return {k: np.sort(v) for k, v in parts.items()}
-
-
-def feature_norm(cset: CatalogSet) -> dict:
-    """Mean and std of log10 halo mass (over all halos) and of log10 N_halo (over catalogs),
-    for standardising the node and graph features. JSON-serialisable (stored in models)."""
-    logm = np.concatenate([np.log10(c.mass) for c in cset] + [np.zeros(0, np.float32)])
-    logn = np.log10(np.maximum(cset.n_halos, 1))
-    if len(logm) < 2:
-        raise ValueError(f"{cset.source or 'catalog set'}: too few halos to standardise features")
-    return {
-        "log_mass_mean": float(logm.mean()),
-        "log_mass_std": float(logm.std() + 1e-8),
-        "log_n_mean": float(logn.mean()),
-        "log_n_std": float(logn.std() + 1e-8),
-    }
-
-
-def catalog_digest(cset: CatalogSet) -> str:
-    """sha256 of a set's arrays (positions, masses, labels, box size): the cache key's data part."""
-    h = hashlib.sha256()
-    h.update(np.float64(cset.box_size).tobytes())
-    h.update(np.ascontiguousarray(cset.params, dtype=np.float64).tobytes())
-    for c in cset:
-        h.update(np.int64(len(c)).tobytes())
-        h.update(np.ascontiguousarray(c.as_array()).tobytes())
-    return h.hexdigest()
-
-
-def _build_edges(cset: CatalogSet, r_link: float) -> tuple[np.ndarray, np.ndarray]:
-    """Periodic radius graphs of every catalog: concatenated edge_index [2, E] int64 and
-    offsets [n + 1] into it."""
-    edges, offsets = [], [0]
-    for c in cset:
-        ei = radius_graph(torch.from_numpy(c.pos), r_link, box_size=1.0).numpy()
-        edges.append(ei)
-        offsets.append(offsets[-1] + ei.shape[1])
-    return np.concatenate(edges, 1) if edges else np.zeros((2, 0), np.int64), np.array(offsets)
-
-
-def cached_edges(cset: CatalogSet, r_link: float, cache_dir=None) -> list[np.ndarray]:
-    """Edge indices ``[2, E_i]`` of every catalog's periodic radius graph (r_link in box
-    units), built once and cached in ``cache_dir`` (default ``~/.cache/physml``) under a
-    key of (r_link, box size, data digest, format version). ``cache_dir=False`` disables
-    the cache. The cache is an ``.npz`` of integer arrays, loaded without pickle."""
-    key = hashlib.sha256(
-        json.dumps(
-            [GRAPH_FORMAT_VERSION, float(r_link), float(cset.box_size), catalog_digest(cset)]
-        ).encode()
-    ).hexdigest()[:20]
-    path = None if cache_dir is False else Path(cache_dir or DEFAULT_CACHE) / f"graphs_{key}.npz"
-    edges = offsets = None
-    if path is not None and path.exists():
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                edges, offsets = f["edge_index"], f["offsets"]
-            if offsets.shape != (len(cset) + 1,) or edges.shape != (2, offsets[-1]):
-                edges = None
-        except (OSError, ValueError, KeyError):
-            edges = None  # a damaged cache file is rebuilt
-    if edges is None:
-        edges, offsets = _build_edges(cset, r_link)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-            np.savez(tmp, edge_index=edges, offsets=offsets)
-            os.replace(tmp, path)
-    return [edges[:, a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
-
-
-class HaloDataset(PygDataset):
-    """Halo catalogs as PyG graphs with precomputed periodic radius graphs.
-
-    Each item is a ``Data`` with ``pos`` ``[N, 3]`` (box units), ``x`` ``[N, 1]``
-    (standardised log10 mass), ``edge_index`` ``[2, E]`` (all pairs closer than
-    ``r_link`` box units, minimum image, both directions), ``u`` ``[1, 1]`` (standardised
-    log10 N_halo), ``y`` ``[1, 2]`` = (sigma_8, Omega_m), ``vel`` ``[N, 3]`` km/s when
-    the catalog has velocities, and ``idx`` (the catalog's index in the set).
-
-    Args:
-        cset: catalogs from :func:`physml.catalogs.load_catalogs` or
-            :func:`load_bundled`.
-        r_link: linking radius in box units (0.2 = 5 Mpc/h for a 25 Mpc/h box).
-        norm: feature standardisation from :func:`feature_norm`; compute it on the
-            training catalogs and pass the same dict for every split. Default: from cset.
-        mass_cut: halos lighter than this (Msun/h) are dropped first, as in training.
-        cache_dir: where graphs are cached (see :func:`cached_edges`).
-        transform: a PyG transform applied on access (e.g. :class:`RandomCubeSymmetry`).
-    """
-
-    def __init__(
-        self,
-        cset: CatalogSet,
-        r_link: float = 0.2,
-        norm: dict | None = None,
-        mass_cut: float | None = 2e11,
-        cache_dir=None,
-        transform=None,
-    ):
-        super().__init__(None, transform)
-        if not 0 < r_link < 0.5:
-            raise ValueError(f"r_link must be in (0, 0.5) box units, got {r_link}")
-        if mass_cut:
-            cset = cset.with_mass_cut(mass_cut)
-        self.cset, self.r_link, self.mass_cut = cset, float(r_link), mass_cut
-        self.norm = norm or feature_norm(cset)
-        edges = cached_edges(cset, r_link, cache_dir)
-        n = self.norm
-        self.graphs = []
-        for i, (c, ei) in enumerate(zip(cset, edges, strict=True)):
-            logm = (np.log10(c.mass) - n["log_mass_mean"]) / n["log_mass_std"]
-            logn = (np.log10(max(len(c), 1)) - n["log_n_mean"]) / n["log_n_std"]
-            om, s8 = cset.params[i]
-            data = Data(
-                pos=torch.from_numpy(c.pos),
-                x=torch.from_numpy(logm.astype(np.float32)).view(-1, 1),
-                edge_index=torch.from_numpy(ei).long(),
-                u=torch.tensor([[logn]], dtype=torch.float32),
-                y=torch.tensor([[s8, om]], dtype=torch.float32),
-                idx=torch.tensor([i]),
-            )
-            if c.vel is not None:
-                data.vel = torch.from_numpy(c.vel)
-            self.graphs.append(data)
-
-    def len(self) -> int:
-        return len(self.graphs)
-
-    def get(self, idx: int) -> Data:
-        return self.graphs[idx]
-
-
-class RandomCubeSymmetry(BaseTransform):
-    """Random symmetry of the periodic unit box: one of the cube's 48 rotations and
-    reflections (axis permutation and sign flips) and a random periodic translation.
-
-    These are isometries of the periodic box, so precomputed minimum-image edges stay
-    exact; arbitrary rotations are not (they do not map the periodic box onto itself).
-    ``vel`` is rotated with ``pos``. Seeded for reproducibility.
-    """
-
-    def __init__(self, seed: int | None = None, translate: bool = True):
-        self.gen = torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2**63)
-        self.translate = translate
-
-    def forward(self, data: Data) -> Data:
-        data = data.clone()
-        perm = torch.randperm(3, generator=self.gen)
-        sign = torch.randint(0, 2, (3,), generator=self.gen) * 2 - 1
-        pos = data.pos[:, perm] * sign
-        if self.translate:
-            pos = pos + torch.rand(3, generator=self.gen)
-        data.pos = torch.remainder(pos, 1.0)
-        data.pos[data.pos >= 1.0] = 0.0
-        if getattr(data, "vel", None) is not None:
-            data.vel = data.vel[:, perm] * sign
-        return data

@@ -40,6 +40,7 @@ from torch_geometric.nn import MetaLayer, global_add_pool, global_max_pool, glob
 from physml.aggregation import Incidence, gather, scatter_max, scatter_sum
 from physml.cosmology import PRIOR_RANGES
 from physml.graphs import edge_features
+from physml.settings import TARGETS, Y_COLUMNS
 
 __all__ = [
     "EMBEDDINGS",
@@ -59,11 +60,8 @@ __all__ = [
     "target_columns",
 ]
 
-#: Columns of ``data.y``, in order.
-Y_COLUMNS = ("sigma_8", "Omega_m")
-#: CAMELS LH prior ranges of the parameters (uniform); the model's output is centred on them.
-#: Target name -> parameters predicted, a prefix of :data:`Y_COLUMNS`.
-TARGETS = {"sigma8": ("sigma_8",), "both": ("sigma_8", "Omega_m")}
+# Y_COLUMNS (columns of ``data.y``) and TARGETS (target name -> parameters predicted, a
+# prefix of Y_COLUMNS) live in physml.settings and are re-exported here.
 #: Accepted embedding names.
 EMBEDDINGS = ("cartesian", "invariant")
 
