@@ -500,7 +500,8 @@ def save_catalogs(path, cset: CatalogSet, compress: bool = True) -> None:
     ``params`` is omitted when every label is NaN (an unlabelled set); a partly-NaN
     sigma_8 column is refused. The file is written to a temporary name in the same
     directory and moved into place with :func:`os.replace`, so readers never see a
-    partial file. ``path`` is used as given (no ``.npz`` suffix is appended).
+    partial file. ``path`` is used as given (no ``.npz`` suffix is appended). The same set
+    always gives the same bytes (entries carry a fixed time stamp).
     """
     name = os.fspath(path)
     if not isinstance(cset, CatalogSet):
@@ -530,11 +531,10 @@ def save_catalogs(path, cset: CatalogSet, compress: bool = True) -> None:
     tmp = os.path.join(
         directory, f".{os.path.basename(name)}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     )
-    writer = np.savez_compressed if compress else np.savez
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as f:
-            writer(f, **arrays)
+            _write_npz(f, arrays, compress)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, name)
@@ -542,6 +542,18 @@ def save_catalogs(path, cset: CatalogSet, compress: bool = True) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _write_npz(f, arrays: dict[str, np.ndarray], compress: bool) -> None:
+    """``np.savez`` / ``np.savez_compressed`` with a fixed time stamp on every entry, so
+    that the same arrays always give the same bytes (and the same sha256)."""
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(f, "w", compression=method, allowZip64=True) as zf:
+        for key, arr in arrays.items():
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = method
+            with zf.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(arr), allow_pickle=False)
 
 
 def _npz_declared(npz, key: str, name: str) -> None:
@@ -813,11 +825,12 @@ def _read_group_file(name: str) -> tuple[Catalog, float, dict]:
 
 def _check_position_units(pos_kpc: np.ndarray, box_kpc: float, name: str) -> None:
     """Positions and ``BoxSize`` must share units (kpc/h): positions outside the box by more
-    than 1 % of it, or 20+ halos all within 1 % of it from the origin, mean they do not."""
+    than half of it (slightly outside is a periodic image, wrapped), or 20+ halos all within
+    1 % of it from the origin, mean they do not."""
     if not len(pos_kpc):
         return
     lo, hi = float(pos_kpc.min()), float(pos_kpc.max())
-    if lo < -0.01 * box_kpc or hi > 1.01 * box_kpc:
+    if lo < -0.5 * box_kpc or hi > 1.5 * box_kpc:
         raise ValueError(
             f"{name}: key 'Group/GroupPos': positions from {lo:g} to {hi:g} do not lie in the "
             f"box [0, {box_kpc:g}] of 'Header/BoxSize'; positions and BoxSize must both be in "

@@ -145,10 +145,24 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
+GENERATOR = "physml.simulation.simulate"
+
+
+def _part_settings(config_dict: dict) -> dict:
+    """What a part records of the run that made it, beside its job: compared on resume."""
+    return {"generator": GENERATOR, "config": config_dict}
+
+
 def _run_job(job: Job, config_dict: dict, parts_dir: str) -> tuple[str, dict]:
-    """Simulate one catalog and write it atomically as a one-catalog .npz part."""
+    """Simulate one catalog and write it atomically as a one-catalog .npz part that records
+    its job, its full generator settings and its timings."""
     result = simulate(job.omega_m, job.sigma_8, job.seed, SimulationConfig(**config_dict))
-    meta = {"job": job.__dict__, "timings": result.timings, "particle_mass": result.particle_mass}
+    meta = {
+        "job": job.__dict__,
+        "settings": _part_settings(config_dict),
+        "timings": result.timings,
+        "particle_mass": result.particle_mass,
+    }
     cset = CatalogSet(
         [result.catalog],
         np.array([[job.omega_m, job.sigma_8]]),
@@ -159,15 +173,39 @@ def _run_job(job: Job, config_dict: dict, parts_dir: str) -> tuple[str, dict]:
     return job.part_name, result.timings
 
 
-def _part_ok(path: Path, job: Job) -> bool:
-    """A finished part loads cleanly and holds the job's parameters and seed."""
+def _part_ok(path: Path, job: Job, config_dict: dict) -> bool:
+    """True when ``path`` is a finished part of ``job`` made with ``config_dict``; False when
+    it is missing or damaged (unreadable, truncated, a stream that does not inflate): it is
+    then simulated again. A readable part made for another job or with other settings is
+    refused (ValueError): it belongs to another run, whose catalogs must not be mixed in."""
+    if not path.exists():
+        return False
     try:
         part = load_catalogs(path)
     except (ValueError, OSError):
         return False
-    return part.meta.get("job", {}).get("seed") == job.seed and np.allclose(
+    where = f"{path}: this part"
+    recorded = part.meta.get("settings")
+    if recorded != _part_settings(config_dict):
+        what = (
+            "records no generator settings"
+            if recorded is None
+            else (f"was simulated with other settings ({recorded.get('config')})")
+        )
+        raise ValueError(
+            f"{where} {what}, not this run's ({config_dict}); use another --out, or delete "
+            f"{path.parent} to simulate every catalog again"
+        )
+    job_meta = part.meta.get("job", {})
+    if job_meta.get("seed") != job.seed or not np.allclose(
         part.params[0], [job.omega_m, job.sigma_8]
-    )
+    ):
+        raise ValueError(
+            f"{where} holds another catalog (seed {job_meta.get('seed')}, parameters "
+            f"{part.params[0].tolist()}) than this run's job (seed {job.seed}, parameters "
+            f"{[job.omega_m, job.sigma_8]}); use another --out, or delete {path.parent}"
+        )
+    return True
 
 
 def make_dataset(
@@ -186,7 +224,11 @@ def make_dataset(
     run, started again with the same arguments, skips the finished parts, so nothing done
     is lost or half-written. ``out/plan.json`` records the settings; a rerun with other
     settings is refused. Each set file's ``meta`` records the generator settings, the
-    package version and every seed. Returns the paths of the set files written.
+    package version and every seed. Each part records its full settings, so a part made
+    with other settings is refused even when ``plan.json`` is gone; a damaged part is
+    simulated again. The set files hold no timings (the mean time per step of each set goes
+    to ``out/timings.json``), so two runs with the same settings write identical files.
+    Returns the paths of the set files written.
     """
     config = config or SimulationConfig()
     out = Path(out)
@@ -194,7 +236,7 @@ def make_dataset(
     parts_dir.mkdir(parents=True, exist_ok=True)
     jobs = plan_jobs(n_lh, n_cv, n_1p, design_seed)
     plan = {
-        "generator": "physml.simulation.simulate",
+        "generator": GENERATOR,
         "config": config.to_dict(),
         "design_seed": design_seed,
         "counts": {"lh": n_lh, "cv": n_cv, "1p": n_1p},
@@ -210,13 +252,13 @@ def make_dataset(
     else:
         _atomic_write_text(plan_path, json.dumps(plan, indent=1))
 
-    todo = [j for j in jobs if not _part_ok(parts_dir / j.part_name, j)]
+    cfg = config.to_dict()
+    todo = [j for j in jobs if not _part_ok(parts_dir / j.part_name, j, cfg)]
     t0 = time.perf_counter()
     if todo:
         bar = tqdm(
             total=len(jobs), initial=len(jobs) - len(todo), desc="catalogs", disable=not progress
         )
-        cfg = config.to_dict()
         if workers <= 1:
             _init_worker()
             for job in todo:
@@ -232,7 +274,7 @@ def make_dataset(
         bar.close()
     elapsed = time.perf_counter() - t0
 
-    written = {}
+    written, mean_seconds = {}, {}
     for name in SET_NAMES:
         set_jobs = [j for j in jobs if j.set_name == name]
         if not set_jobs:
@@ -241,18 +283,20 @@ def make_dataset(
         for j in set_jobs:
             part = load_catalogs(parts_dir / j.part_name)
             catalogs.append(part[0])
-            timings.append(part.meta["timings"])
+            timings.append(part.meta.get("timings") or {})
         meta = {
             **plan,
             "set": name,
             "physml_version": __version__,
             "seeds": [j.seed for j in set_jobs],
-            "mean_seconds": {k: float(np.mean([t[k] for t in timings])) for k in timings[0]},
         }
+        keys = set.intersection(*(set(t) for t in timings))
+        mean_seconds[name] = {k: float(np.mean([t[k] for t in timings])) for k in sorted(keys)}
         params = np.array([[j.omega_m, j.sigma_8] for j in set_jobs])
         path = out / set_filename(name)
         save_catalogs(path, CatalogSet(catalogs, params, config.box_size, meta))
         written[name] = path
+    _atomic_write_text(out / "timings.json", json.dumps({"mean_seconds": mean_seconds}, indent=1))
     if progress:
         print(f"wrote {', '.join(str(p) for p in written.values())} ({elapsed:.0f} s simulating)")
     return written

@@ -400,8 +400,6 @@ def make_trainer(
     return pl.Trainer(**kwargs)
 
 
-LOCK_FILE = ".physml-run.lock"
-
 
 def _lock_holder(lock: Path) -> int | None:
     """pid recorded in a lock file when that process is alive, else ``None`` (stale lock)."""
@@ -420,14 +418,15 @@ def _lock_holder(lock: Path) -> int | None:
 
 @contextlib.contextmanager
 def run_directory(out_dir, overwrite: bool = True) -> Iterator[Path]:
-    """Hold ``out_dir`` for one training run: a lock file ``out_dir/.physml-run.lock``
-    (created atomically, holding the pid) refuses a second run into the same directory
-    while the first is alive; a lock left by a dead process is taken over. With
+    """Hold ``out_dir`` for one training run: a lock file ``.NAME.physml-lock`` next to the
+    directory ``NAME`` (created atomically, holding the pid; outside the directory, which
+    Lightning expects empty) refuses a second run into the same directory while the first
+    is alive; a lock left by a dead process is taken over. With
     ``overwrite=False`` a directory that already holds a finished run (``best.ckpt``) is
     refused too. Raises :class:`FileExistsError` naming the directory."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    lock = out / LOCK_FILE
+    lock = out.resolve().with_name(f".{out.resolve().name}.physml-lock")
     for _ in range(2):
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -437,12 +436,12 @@ def run_directory(out_dir, overwrite: bool = True) -> Iterator[Path]:
             if holder is not None:
                 raise FileExistsError(
                     f"{out}: another training run (pid {holder}) is writing into this "
-                    f"directory (lock file {LOCK_FILE}); wait for it or use another --out "
+                    f"directory (lock file {lock}); wait for it or use another --out "
                     "(delete the lock file only if no such run is alive)"
                 ) from None
             lock.unlink(missing_ok=True)  # stale: its process is gone
     else:
-        raise FileExistsError(f"{out}: cannot take the lock file {LOCK_FILE}")
+        raise FileExistsError(f"{out}: cannot take the lock file {lock}")
     with os.fdopen(fd, "w") as f:
         f.write(f"{os.getpid()}\n")
     try:
