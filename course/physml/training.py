@@ -400,7 +400,6 @@ def make_trainer(
     return pl.Trainer(**kwargs)
 
 
-
 def _lock_holder(lock: Path) -> int | None:
     """pid recorded in a lock file when that process is alive, else ``None`` (stale lock)."""
     try:
