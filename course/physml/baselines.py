@@ -9,6 +9,16 @@ does both on a train / validation / test split and scores the test split with
 
 Units: masses in Msun/h (catalogs store ``1e10 Msun/h``), separations in Mpc/h, positions
 in box units.
+
+Why physml owns the regression rather than calling scikit-learn (``StandardScaler``,
+``PolynomialFeatures``, ``RidgeCV``): scikit-learn is not a dependency of physml, and the
+core install stays lean for students on Colab and laptops; the ridge part is short (an SVD
+gives every penalty of the grid, and the exact leave-one-out residuals
+:math:`e_i / (1 - H_{ii})` come with it, checked against brute-force refits in
+``tests/test_baselines.py``), and the heteroscedastic std is fitted to exactly those
+leave-one-out residuals, which a pipeline of scikit-learn estimators does not hand back
+without a second, hand-written pass. Switching would also have to reproduce the README's
+baseline figures to ~1e-6, which we could not check here (scikit-learn is not installed).
 """
 
 from __future__ import annotations
