@@ -1,6 +1,11 @@
 """Data sets of simulated halo catalogs: the bundled sets, ``make-dataset``, regeneration,
 checksums. (The graph data for the GNN built from them is :mod:`physml.graphdata`.)
 
+Nothing of :mod:`physml.graphdata` is re-exported here: physml never pickles its objects
+(checkpoints load with ``weights_only=True``, graph caches are ``.npz``), so no stored file
+refers to ``physml.datasets.HaloDataset`` and the like. Only :func:`fast_mode` (defined in
+:mod:`physml.settings`) stays importable from here, for notebooks written before the split.
+
 The bundled sets were made by :func:`make_dataset` with the lecture settings
 (:class:`physml.simulation.SimulationConfig` defaults) and ship as package data:
 
@@ -30,6 +35,7 @@ from tqdm import tqdm
 from . import __version__
 from .catalogs import Catalog, CatalogSet, checksum_file, load_catalogs, save_catalogs
 from .cosmology import PRIOR_RANGES, Cosmology
+from .settings import fast_mode  # noqa: F401  (kept importable here, see the docstring)
 from .simulation import SimulationConfig, linear_field, simulate
 
 SET_NAMES = ("lh", "cv", "1p")

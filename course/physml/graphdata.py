@@ -24,7 +24,7 @@ from tqdm import tqdm
 from .catalogs import CatalogSet
 from .graphs import radius_graph
 from .limits import over_limit
-from .settings import BATCH_SIZE, MASS_CUT, R_LINK, Y_COLUMNS
+from .settings import BATCH_SIZE, MASS_CUT, R_LINK, Y_COLUMNS, fast_mode
 
 __all__ = [
     "DEFAULT_CACHE",
@@ -48,11 +48,6 @@ GRAPH_FORMAT_VERSION = 2  # bump when the cached graph layout changes
 NORM_KEYS = ("log_mass_mean", "log_mass_std", "log_n_mean", "log_n_std")
 #: catalogs larger than this (halos) count as large inputs: building their graphs shows progress
 LARGE_CATALOG = 5000
-
-
-def fast_mode() -> bool:
-    """True when ``PHYSML_FAST`` is set to a true value (CI, nbval): small subsets, few epochs."""
-    return os.environ.get("PHYSML_FAST", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def split_indices(

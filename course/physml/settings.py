@@ -7,6 +7,8 @@ periodic unit cube unless stated.
 
 from __future__ import annotations
 
+import os
+
 __all__ = [
     "BATCH_SIZE",
     "LECTURE_LR",
@@ -15,6 +17,7 @@ __all__ = [
     "R_LINK",
     "TARGETS",
     "Y_COLUMNS",
+    "fast_mode",
 ]
 
 #: Smallest halo mass kept, Msun/h: a fixed absolute cut, so that the smallest halo does not
@@ -32,3 +35,11 @@ LECTURE_SIZES = {"node_emb_size": 8, "edge_emb_size": 8, "hidden_size": 32, "n_l
 LECTURE_LR = 1e-3
 #: Graphs per training batch.
 BATCH_SIZE = 16
+
+
+def fast_mode() -> bool:
+    """True when ``PHYSML_FAST`` is set to a true value (CI, nbval): small subsets, few epochs.
+
+    The one place the environment variable is read; also importable as
+    ``physml.graphdata.fast_mode`` and ``physml.datasets.fast_mode``."""
+    return os.environ.get("PHYSML_FAST", "").strip().lower() in ("1", "true", "yes", "on")
