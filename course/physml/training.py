@@ -18,6 +18,7 @@ import contextlib
 import importlib.util
 import inspect
 import math
+import numbers
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -358,7 +359,10 @@ def make_trainer(
     Returns:
         The trainer; its ``checkpoint_callback.best_model_path`` is the best checkpoint.
     """
-    if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
+    if isinstance(max_epochs, bool) or not isinstance(max_epochs, numbers.Integral):
+        raise ValueError(f"epochs: expected an integer >= 1, got {max_epochs!r}")
+    max_epochs = int(max_epochs)
+    if max_epochs < 1:
         raise ValueError(f"epochs: expected an integer >= 1, got {max_epochs!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
