@@ -199,3 +199,19 @@ def test_mass_units_and_cuts_that_remove_everything_warn():
         check_masses(cset(np.log10(good * 1e10)), 2e11, "log")
     messages = " | ".join(str(w.message) for w in rec)
     assert "log10" in messages and "removes all" in messages
+
+
+def test_large_catalogs_show_progress(capsys):
+    from physml.catalogs import Catalog, CatalogSet
+    from physml.graphdata import LARGE_CATALOG, HaloDataset
+
+    rng = np.random.default_rng(1)
+    n = LARGE_CATALOG + 1
+    big = Catalog(rng.random((n, 3)).astype(np.float32), np.full(n, 50, np.float32))
+    HaloDataset(
+        CatalogSet([big], np.array([[0.3, 0.8]])), r_link=0.01, mass_cut=None, cache_dir=False
+    )
+    assert "radius graphs" in capsys.readouterr().err
+    small = _toy_set(np.random.default_rng(0))
+    HaloDataset(small, mass_cut=None, cache_dir=False)
+    assert "radius graphs" not in capsys.readouterr().err  # lecture-sized sets stay quiet
