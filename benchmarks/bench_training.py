@@ -31,10 +31,12 @@ import time
 import torch
 from source_design import SourceDesign
 
-from physml.datasets import load_bundled, split_indices
-from physml.experiment import BATCH_SIZE, LECTURE_HPARAMS, baseline, make_loaders, train
+from physml.datasets import load_bundled
+from physml.experiment import LECTURE_HPARAMS, baseline, train
+from physml.graphdata import make_loaders, split_indices
 from physml.graphs import radius_graph
 from physml.models import MPGNN
+from physml.settings import BATCH_SIZE
 from physml.training import heteroscedastic_loss
 
 

@@ -122,8 +122,8 @@ def main() -> None:
     if unknown:
         ap.error(f"--configs: unknown {unknown}; accepted: {known}")
     seeds = [int(s) for s in args.seeds.split(",") if s]
-    from physml.datasets import load_bundled, split_indices
-    from physml.experiment import make_loaders
+    from physml.datasets import load_bundled
+    from physml.graphdata import make_loaders, split_indices
 
     cset = load_bundled("lh")  # build the graph caches once, before the workers start
     for r in sorted({LECTURE_VARIANTS.get(c, {}).get("r_link", 0.2) for c in configs}):

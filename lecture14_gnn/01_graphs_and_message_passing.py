@@ -60,8 +60,9 @@ from torch_geometric.nn import MessagePassing, MetaLayer, global_mean_pool
 from torch_geometric.utils import degree, is_undirected, k_hop_subgraph, scatter, to_dense_adj
 
 from physml.cosmology import Cosmology
-from physml.datasets import HaloDataset, load_bundled
+from physml.datasets import load_bundled
 from physml.experiment import LECTURE_HPARAMS
+from physml.graphdata import HaloDataset
 from physml.models import MPGNN, CartesianEmbedding, EdgeModel, GlobalModel, NodeModel
 from physml.plotting import plot_graph_3d
 from physml.simulation import SimulationConfig, initial_conditions, nbody, overdensity

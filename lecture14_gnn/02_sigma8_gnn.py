@@ -55,8 +55,9 @@ from torch_geometric.loader import DataLoader
 
 from physml.catalogs import load_catalogs
 from physml.cosmology import Cosmology, tophat_window
-from physml.datasets import HaloDataset, fast_mode, load_bundled, split_indices
+from physml.datasets import load_bundled
 from physml.experiment import LECTURE_HPARAMS, baseline, leaderboard, make_loaders, train
+from physml.graphdata import HaloDataset, fast_mode, split_indices
 from physml.graphs import radius_graph
 from physml.metrics import summary
 from physml.models import MPGNN
@@ -329,7 +330,7 @@ plt.show()
 # %% [markdown]
 # ## 4. The data set
 #
-# `physml.datasets.HaloDataset` turns a set of catalogs into PyG graphs, once (the edges are
+# `physml.graphdata.HaloDataset` turns a set of catalogs into PyG graphs, once (the edges are
 # cached on disk, so the second time is instant). Each graph holds
 #
 # * `x` $[N, 1]$: the **log** halo mass, standardised. Masses span three orders of

@@ -68,7 +68,7 @@ if "google.colab" in sys.modules:
 # * the exact symmetries of a periodic cube are the periodic translations (with
 #   wrap-around) and the **48 rotations and reflections of the cube** (permute the axes,
 #   flip their signs). A rotation by 30° does not map the periodic box onto itself, so it is
-#   not a symmetry of the data; `physml.datasets.RandomCubeSymmetry` draws the exact ones.
+#   not a symmetry of the data; `physml.graphdata.RandomCubeSymmetry` draws the exact ones.
 #
 # Which centre $\hat{\mathbf{x}}$? The mean position is the obvious candidate. Run the next
 # cell: it translates one catalog with wrap-around and asks whether each centre moves
@@ -79,7 +79,7 @@ import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
-from physml.datasets import RandomCubeSymmetry, fast_mode, load_bundled, split_indices
+from physml.datasets import load_bundled
 from physml.experiment import (
     DEFAULT_EPOCHS,
     FAST_EPOCHS,
@@ -91,6 +91,7 @@ from physml.experiment import (
     reference_metrics,
     train,
 )
+from physml.graphdata import RandomCubeSymmetry, fast_mode, split_indices
 from physml.graphs import (
     cartesian_edge_features,
     graph_centres,

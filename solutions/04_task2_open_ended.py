@@ -16,7 +16,7 @@
 # lecture's message-passing network. The rules keep the comparison fair:
 #
 # * the same data and the same fixed train / validation / test split
-#   (`physml.datasets.split_indices`);
+#   (`physml.graphdata.split_indices`);
 # * choose architectures and hyperparameters on the **validation** split (its loss is
 #   logged during training); touch the test split once, at the end;
 # * report $\epsilon$, $R^2$ and $\chi^2$ on the test split, next to the lecture model and
@@ -91,7 +91,7 @@ if "google.colab" in sys.modules:
 #   of the source notebook, a `PointNetConv` on raw displacements) can learn the symmetry
 #   from randomly rotated and translated copies of the training catalogs:
 #   `make_loaders(..., augment=True)` or `physml.experiment.train(..., augment=True)` apply
-#   `physml.datasets.RandomCubeSymmetry` on the fly. (For an invariant network it changes
+#   `physml.graphdata.RandomCubeSymmetry` on the fly. (For an invariant network it changes
 #   nothing.)
 # * **Hyperparameters.** `physml.experiment.train(out, **hparams)` trains the lecture
 #   network with other sizes (`hidden_size`, `n_layers`, `node_emb_size`,
@@ -115,7 +115,7 @@ if "google.colab" in sys.modules:
 # %% tags=["nbval-ignore-output"]
 import matplotlib.pyplot as plt
 
-from physml.datasets import load_bundled, split_indices
+from physml.datasets import load_bundled
 from physml.experiment import (
     evaluate_on_test_split,
     fit_model,
@@ -124,6 +124,7 @@ from physml.experiment import (
     predict_any,
     reference_metrics,
 )
+from physml.graphdata import split_indices
 from physml.plotting import plot_predictions
 
 plt.rcParams["figure.dpi"] = 100

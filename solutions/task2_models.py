@@ -29,6 +29,7 @@ from torch_geometric.utils import scatter
 
 from physml.graphs import invariant_edge_features, minimum_image
 from physml.models import MPGNN, gaussian_output, prior_centre_and_halfwidth
+from physml.settings import R_LINK
 
 __all__ = ["EGNN", "EGNNLayer", "VelocityMPGNN", "pair_features"]
 
@@ -201,7 +202,7 @@ class EGNN(nn.Module):
         hidden: int = 64,
         n_layers: int = 4,
         n_targets: int = 1,
-        r_link: float = 0.2,
+        r_link: float = R_LINK,
         box_size: float | None = 1.0,
         use_velocity: bool = False,
         update_coords: bool = True,
@@ -249,7 +250,7 @@ class EGNN(nn.Module):
 # --------------------------------------------------------------------------- velocities
 
 
-def pair_features(data, r_link: float = 0.2, box_size: float | None = 1.0) -> Tensor:
+def pair_features(data, r_link: float = R_LINK, box_size: float | None = 1.0) -> Tensor:
     r"""Invariant edge features :math:`j \to i` (``edge_index[0] = j``): the lecture's
     :math:`(d_{ij}/r_\mathrm{link},\ \mathbf{p}_i\cdot\mathbf{p}_j,\ \mathbf{p}_j\cdot
     \mathbf{n}_{ij})` (:func:`physml.graphs.invariant_edge_features`) and the radial and
@@ -305,7 +306,7 @@ class VelocityMPGNN(MPGNN):
 
     def __init__(
         self,
-        r_link: float = 0.2,
+        r_link: float = R_LINK,
         node_emb_size: int = 16,
         edge_emb_size: int = 16,
         hidden_size: int = 48,

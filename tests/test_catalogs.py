@@ -1,6 +1,7 @@
 """Tests for physml.catalogs: the catalog types, the .npz format, CAMELS files, validation."""
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -587,3 +588,130 @@ def test_checksum_file(tmp_path):
     assert checksum_file(path, chunk_size=7) == expected
     with pytest.raises(FileNotFoundError, match=_m("absent.bin")):
         checksum_file(tmp_path / "absent.bin")
+
+
+# --------------------------------------------------------------------------- hostile sizes
+
+
+def test_npz_with_a_huge_catalog_index_is_refused_without_allocating(tmp_path):
+    """sim_0 and sim_999999999: once a MemoryError (range(10**9)); now the gap is named."""
+    path = _write_npz(
+        tmp_path / "gap.npz",
+        sim_0=np.zeros((1, 4), np.float32) + 0.5,
+        sim_999999999=np.zeros((1, 4), np.float32) + 0.5,
+        params=np.array([[0.3, 0.8]]),
+    )
+    assert path.stat().st_size < 2000
+    with pytest.raises(ValueError, match=_m(path, "sim_1") + ".*999999998 missing"):
+        load_catalogs(path)
+
+
+def test_npz_entry_declaring_more_than_it_holds_is_refused(tmp_path):
+    """A .npy header declaring 10**9 rows in a few bytes: refused from the header."""
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f4", "fortran_order": False, "shape": (10**9, 4)}
+    )
+    path = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("sim_0.npy", header.getvalue() + b"\0" * 64)
+        buf = io.BytesIO()
+        np.save(buf, np.array([[0.3, 0.8]]))
+        zf.writestr("params.npy", buf.getvalue())
+    with pytest.raises(ValueError, match=_m(path, "sim_0") + ".*corrupt entry"):
+        load_catalogs(path)
+
+
+def test_npz_catalog_over_the_halo_limit_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "big.npz"
+    save_catalogs(path, _example_set())
+    monkeypatch.setenv("PHYSML_MAX_HALOS", "3")
+    with pytest.raises(ValueError, match="PHYSML_MAX_HALOS="):
+        load_catalogs(path)
+    monkeypatch.setenv("PHYSML_MAX_HALOS", "1000")
+    assert len(load_catalogs(path)) == len(_example_set())
+
+
+def test_npz_stream_that_does_not_inflate_is_a_clear_error(tmp_path):
+    path = tmp_path / "z.npz"
+    save_catalogs(path, _example_set())
+    data = bytearray(path.read_bytes())
+    start = data.index(b"sim_0.npy") + len("sim_0.npy") + 40  # inside the deflate stream
+    data[start : start + 40] = b"\xff" * 40
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=_m(path)):
+        load_catalogs(path)
+
+
+def test_same_set_same_bytes(tmp_path):
+    """Entries carry a fixed time stamp: equal sets give equal files (and checksums)."""
+    import time
+
+    save_catalogs(tmp_path / "a.npz", _example_set())
+    time.sleep(2.1)  # zip time stamps have a 2 s resolution
+    save_catalogs(tmp_path / "b.npz", _example_set())
+    assert checksum_file(tmp_path / "a.npz") == checksum_file(tmp_path / "b.npz")
+
+
+def test_hdf5_declaring_a_huge_dataset_is_refused_before_reading(tmp_path):
+    path = tmp_path / "groups_000.hdf5"
+    with h5py.File(path, "w") as f:
+        h = f.create_group("Header")
+        h.attrs["BoxSize"], h.attrs["Time"], h.attrs["Redshift"] = 25000.0, 1.0, 0.0
+        g = f.create_group("Group")
+        g.create_dataset("GroupPos", shape=(500_000_000, 3), dtype="f4", chunks=(1024, 3))
+        g.create_dataset("GroupMass", shape=(500_000_000,), dtype="f4", chunks=(1024,))
+    assert path.stat().st_size < 100_000  # declares 6 GB
+    with pytest.raises(ValueError, match=_m(path, "Group/GroupPos") + ".*PHYSML_MAX_HALOS"):
+        load_catalogs(path)
+
+
+# --------------------------------------------------------------------------- HDF5 units, time
+
+
+def test_hdf5_positions_in_other_units_than_box_size_are_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    pos_kpc = rng.uniform(0, 25000, (30, 3)).astype(np.float32)
+    mass = np.full(30, 50.0, np.float32)
+    mpc_box = _write_groups(tmp_path / "groups_000.hdf5", pos_kpc, mass, box=25.0)
+    with pytest.raises(ValueError, match=_m(mpc_box, "Group/GroupPos") + ".*kpc/h"):
+        load_catalogs(mpc_box)
+    mpc_pos = _write_groups(tmp_path / "groups_001.hdf5", pos_kpc / 1000, mass, box=25000.0)
+    with pytest.raises(ValueError, match=_m(mpc_pos, "Group/GroupPos") + ".*Mpc/h"):
+        load_catalogs(mpc_pos)
+
+
+@pytest.mark.parametrize(
+    "time, redshift, key",
+    [
+        (-1.0, None, "Header/Time"),
+        (0.0, None, "Header/Time"),
+        (None, -1.0, "Header/Redshift"),
+        (0.5, 0.0, "Header/Time"),
+    ],
+)
+def test_hdf5_time_and_redshift_out_of_range_are_refused(tmp_path, time, redshift, key):
+    pos = np.full((2, 3), 100.0, np.float32)
+    vel = np.ones((2, 3), np.float32)
+    path = _write_groups(
+        tmp_path / "groups_000.hdf5",
+        pos,
+        np.ones(2, np.float32) * 50,
+        vel,
+        time=time,
+        redshift=redshift,
+    )
+    with pytest.raises(ValueError, match=_m(path, key)):
+        load_catalogs(path)
+
+
+def test_camels_table_header_in_another_order_and_spelling(tmp_path):
+    """A 'Sigma8 OmegaM0' header once fell back to positional columns, swapping them."""
+    path = tmp_path / "params.txt"
+    path.write_text("#Sigma8 OmegaM0\n0.8 0.3\n0.9 0.2\n")
+    np.testing.assert_array_equal(read_camels_params(path), [[0.3, 0.8], [0.2, 0.9]])
+    path.write_text("#Sigma8 Hubble\n0.8 0.7\n")
+    with pytest.raises(ValueError, match=_m(path) + ".*Omega_m"):
+        read_camels_params(path)

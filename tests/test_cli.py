@@ -123,3 +123,133 @@ def test_evaluate_refuses_bad_catalogs(toy_file, tmp_path):
         check=False,
     )
     assert proc.returncode == 2
+
+
+# --------------------------------------------------------------------------- one error path
+@pytest.fixture(scope="module")
+def trained(toy_file, tmp_path_factory):
+    """A finished one-epoch run on the toy catalogs: (output directory, checkpoint)."""
+    from physml.catalogs import load_catalogs
+    from physml.experiment import train
+
+    out = tmp_path_factory.mktemp("trained")
+    split = {"train": np.arange(24), "val": np.arange(24, 32), "test": np.arange(32, 40)}
+    train(out, epochs=1, cset=load_catalogs(toy_file), split=split, progress=False)
+    return out, out / "best.ckpt"
+
+
+def _fails_in_one_line(argv, capsys, *expected):
+    """Runs the command in this process: exit code 2, one line on stderr naming it."""
+    assert main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"physml {argv[0]}: error: "), err
+    for text in expected:
+        assert text in err, err
+    return err
+
+
+def _toy_variant(toy_file, path, box_size=None, mass_scale=1.0):
+    from physml.catalogs import load_catalogs
+
+    cset = load_catalogs(toy_file)
+    cats = [Catalog(c.pos, c.mass * np.float32(mass_scale)) for c in cset]
+    save_catalogs(path, CatalogSet(cats, cset.params, box_size or cset.box_size))
+    return path
+
+
+def test_expected_failures_end_in_one_line(trained, toy_file, tmp_path, capsys):
+    import torch
+
+    out, ckpt = trained
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    _fails_in_one_line(
+        ["evaluate", "--checkpoint", ckpt, "--catalogs", tmp_path / "nope.npz"],
+        capsys,
+        "nope.npz",
+    )
+    other_box = _toy_variant(toy_file, tmp_path / "box50.npz", box_size=50.0)
+    _fails_in_one_line(
+        ["evaluate", "--checkpoint", ckpt, "--catalogs", other_box], capsys, "box50.npz", "50"
+    )
+    state = torch.load(ckpt, weights_only=True)
+    state["hyper_parameters"]["feature_norm"] = {}
+    torch.save(state, tmp_path / "nonorm.ckpt")
+    _fails_in_one_line(
+        ["evaluate", "--checkpoint", tmp_path / "nonorm.ckpt", "--catalogs", toy_file],
+        capsys,
+        "nonorm.ckpt",
+        "feature_norm",
+    )
+    # a finished run is not overwritten without --overwrite
+    _fails_in_one_line(
+        ["train", "--catalogs", toy_file, "--fast", "--quiet", "--out", out],
+        capsys,
+        str(out),
+        "--overwrite",
+    )
+    # an output directory that cannot be made (a file is in the way): OSError, one line
+    _fails_in_one_line(
+        ["train", "--catalogs", toy_file, "--fast", "--quiet", "--out", blocker / "run"],
+        capsys,
+        "a_file",
+    )
+    _fails_in_one_line(["make-dataset", "--out", blocker / "data", "--quiet"], capsys, "a_file")
+
+
+def test_a_run_into_a_held_directory_is_refused(toy_file, tmp_path, capsys):
+    from physml.training import run_directory
+
+    with run_directory(tmp_path / "run"):
+        _fails_in_one_line(
+            ["train", "--catalogs", toy_file, "--fast", "--quiet", "--out", tmp_path / "run"],
+            capsys,
+            "another training run",
+        )
+
+
+@pytest.mark.parametrize("epochs", ["-1", "0", "two"])
+def test_epochs_below_one_are_refused_by_the_parser(toy_file, tmp_path, capsys, epochs):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--fast", "--epochs", epochs, "--out", str(tmp_path)])
+    assert e.value.code == 2
+    assert "--epochs: expected an integer >= 1" in capsys.readouterr().err
+
+
+def test_diverged_training_is_one_line_and_a_bug_keeps_its_traceback(monkeypatch, capsys):
+    from physml import cli
+    from physml.errors import TrainingDiverged
+
+    def diverge(args):
+        raise TrainingDiverged("non-finite train loss at epoch 3, batch 1: mean has 4 NaN")
+
+    monkeypatch.setitem(cli.COMMANDS, "info", diverge)
+    _fails_in_one_line(["info"], capsys, "epoch 3")
+
+    def bug(args):
+        return {}["no such key"]
+
+    monkeypatch.setitem(cli.COMMANDS, "info", bug)
+    with pytest.raises(KeyError):
+        main(["info"])
+
+
+def test_evaluate_with_an_unwritable_cache(trained, toy_file, tmp_path):
+    from physml.experiment import evaluate
+
+    _, ckpt = trained
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.warns(UserWarning, match="not cached"):
+        got = evaluate(ckpt, toy_file, cache_dir=blocker / "cache")
+    assert got == evaluate(ckpt, toy_file, cache_dir=False)
+
+
+def test_evaluate_warns_on_masses_in_other_units(trained, toy_file, tmp_path):
+    from physml.experiment import evaluate
+
+    _, ckpt = trained
+    msun = _toy_variant(toy_file, tmp_path / "msun.npz", mass_scale=1e10)
+    with pytest.warns(UserWarning, match="Msun/h\\?"):
+        evaluate(ckpt, msun, cache_dir=False)

@@ -8,14 +8,12 @@ import time
 
 import numpy as np
 import pytest
-import torch
 from scipy.spatial import cKDTree
 
 from physml.catalogs import load_catalogs
 from physml.datasets import (
     SET_NAMES,
     data_dir,
-    fast_mode,
     latin_hypercube,
     linear_field_of,
     load_bundled,
@@ -132,15 +130,6 @@ def test_make_dataset_refuses_other_settings_in_the_same_directory(tmp_path):
         make_dataset(tmp_path, 1, 0, 0, config=other, progress=False)
 
 
-def test_fast_mode_reads_the_environment(monkeypatch):
-    monkeypatch.setenv("PHYSML_FAST", "1")
-    assert fast_mode()
-    monkeypatch.setenv("PHYSML_FAST", "0")
-    assert not fast_mode()
-    monkeypatch.delenv("PHYSML_FAST")
-    assert not fast_mode()
-
-
 # ----------------------------------------------------------------------------- bundled data
 def test_bundled_sets_load_fast_and_verified():
     sums = json.loads((data_dir() / "checksums.json").read_text())
@@ -189,94 +178,36 @@ def test_bundled_catalogs_regenerate_from_their_seeds():
         assert same.mean() >= 0.95, f"{name}[{index}]: {same.mean():.3f} of halos reproduced"
 
 
-# ----------------------------------------------------------------------------- graph data set
-def _toy_set(rng, n=6, with_empty=True):
-    from physml.catalogs import Catalog, CatalogSet
-
-    cats = []
-    for i in range(n):
-        k = 0 if (with_empty and i == 0) else (1 if (with_empty and i == 1) else 40 + 10 * i)
-        cats.append(
-            Catalog(
-                rng.random((k, 3)).astype(np.float32),
-                (30 + 100 * rng.random(k)).astype(np.float32),
-                rng.normal(0, 300, (k, 3)).astype(np.float32),
-            )
-        )
-    params = np.stack([np.linspace(0.1, 0.5, n), np.linspace(0.6, 1.0, n)], 1)
-    return CatalogSet(cats, params)
+# ----------------------------------------------------------------------------- resume checks
+def test_part_with_other_settings_is_refused_even_without_plan(tmp_path):
+    """Deleting plan.json (as its refusal advises) once let a rerun with other settings
+    reuse the old catalogs and claim the new settings."""
+    make_dataset(tmp_path, 2, 0, 0, config=TINY, progress=False)
+    (tmp_path / "plan.json").unlink()
+    other = SimulationConfig(n_particles=16, n_mesh=16, n_steps=3, mass_cut=0.0)
+    with pytest.raises(ValueError, match="lh_00000.npz.*other settings"):
+        make_dataset(tmp_path, 2, 0, 0, config=other, progress=False)
 
 
-def test_split_is_fixed_disjoint_and_complete():
-    from physml.datasets import split_indices
-
-    s = split_indices(1000, fast=False)
-    assert [len(s[k]) for k in ("train", "val", "test")] == [700, 150, 150]
-    allidx = np.concatenate(list(s.values()))
-    assert len(np.unique(allidx)) == 1000
-    assert not set(s["train"]) & set(s["test"]) and not set(s["val"]) & set(s["test"])
-    assert all(np.array_equal(s[k], split_indices(1000, fast=False)[k]) for k in s)
-    f = split_indices(1000, fast=True)
-    assert all(set(f[k]) <= set(s[k]) for k in s)
-
-
-def test_halo_dataset_graphs_features_and_cache(tmp_path):
-    from scipy.spatial import cKDTree
-
-    from physml.datasets import HaloDataset, feature_norm
-
-    cset = _toy_set(np.random.default_rng(0))
-    ds = HaloDataset(cset, r_link=0.2, mass_cut=None, cache_dir=tmp_path)
-    assert len(ds) == 6 and len(list(tmp_path.glob("graphs_*.npz"))) == 1
-    for i, d in enumerate(ds):
-        c = cset[i]
-        assert d.y.tolist() == [[np.float32(cset.sigma_8[i]), np.float32(cset.omega_m[i])]]
-        assert d.x.shape == (len(c), 1) and d.pos.shape == (len(c), 3)
-        # every edge is a pair closer than r_link with the minimum image, and none is missing
-        pairs = cKDTree(c.pos.astype(np.float64), boxsize=1.0).query_pairs(0.2) if len(c) else set()
-        got = {tuple(sorted(e)) for e in d.edge_index.t().tolist()}
-        assert got == {tuple(sorted(p)) for p in pairs}
-        assert d.edge_index.shape[1] == 2 * len(got)
-    norm = feature_norm(cset)
-    logm = np.log10(cset[3].mass)
-    assert np.allclose(
-        ds[3].x[:, 0].numpy(), (logm - norm["log_mass_mean"]) / norm["log_mass_std"], atol=1e-5
-    )
-    # the second construction reads the cache; another r_link is another key
-    (f,) = tmp_path.glob("graphs_*.npz")
-    mtime = f.stat().st_mtime_ns
-    HaloDataset(cset, r_link=0.2, mass_cut=None, cache_dir=tmp_path)
-    assert f.stat().st_mtime_ns == mtime
-    HaloDataset(cset, r_link=0.15, mass_cut=None, cache_dir=tmp_path)
-    assert len(list(tmp_path.glob("graphs_*.npz"))) == 2
-    # a damaged cache is rebuilt, not trusted
-    f.write_bytes(b"garbage")
-    again = HaloDataset(cset, r_link=0.2, mass_cut=None, cache_dir=tmp_path)
-    assert torch.equal(again[4].edge_index, ds[4].edge_index)
-    with pytest.raises(ValueError, match="r_link"):
-        HaloDataset(cset, r_link=0.7, cache_dir=False)
+def test_part_whose_stream_does_not_inflate_is_simulated_again(tmp_path):
+    ref = load_catalogs(make_dataset(tmp_path / "ref", 2, 0, 0, config=TINY, progress=False)["lh"])
+    out = tmp_path / "run"
+    make_dataset(out, 2, 0, 0, config=TINY, progress=False)
+    part = out / "parts" / "lh_00001.npz"
+    data = bytearray(part.read_bytes())
+    start = data.index(b"sim_0.npy") + len("sim_0.npy") + 40
+    data[start : start + 40] = b"\xff" * 40
+    part.write_bytes(bytes(data))
+    make_dataset(out, 2, 0, 0, config=TINY, progress=False)  # no crash: re-simulated
+    again = load_catalogs(out / "halos_lh.npz")
+    for a, b in zip(ref, again, strict=True):
+        assert np.array_equal(a.as_array(), b.as_array())
 
 
-def test_mass_cut_applies_before_graphs():
-    from physml.datasets import HaloDataset
-
-    cset = _toy_set(np.random.default_rng(1))
-    ds = HaloDataset(cset, mass_cut=8e11, cache_dir=False)
-    for i, d in enumerate(ds):
-        assert d.num_nodes == int((cset[i].mass >= 80).sum())
-
-
-def test_cube_symmetry_keeps_edge_lengths():
-    from physml.datasets import HaloDataset, RandomCubeSymmetry
-    from physml.graphs import minimum_image
-
-    ds = HaloDataset(_toy_set(np.random.default_rng(2)), mass_cut=None, cache_dir=False)
-    t = RandomCubeSymmetry(seed=3)
-    for d in ds:
-        a = t(d)
-        assert ((a.pos >= 0) & (a.pos < 1)).all()
-        src, dst = d.edge_index
-        before = minimum_image(d.pos[src] - d.pos[dst], 1.0).norm(dim=1)
-        after = minimum_image(a.pos[src] - a.pos[dst], 1.0).norm(dim=1)
-        assert torch.allclose(before, after, atol=1e-5)
-        assert torch.allclose(a.vel.norm(dim=1), d.vel.norm(dim=1))
+def test_two_runs_with_the_same_settings_write_the_same_bytes(tmp_path):
+    make_dataset(tmp_path / "a", 2, 1, 0, config=TINY, progress=False)
+    time.sleep(2.1)  # zip time stamps have a 2 s resolution
+    make_dataset(tmp_path / "b", 2, 1, 0, config=TINY, progress=False)
+    assert write_checksums(tmp_path / "a") == write_checksums(tmp_path / "b")
+    timings = json.loads((tmp_path / "a" / "timings.json").read_text())["mean_seconds"]
+    assert set(timings) == {"lh", "cv"}

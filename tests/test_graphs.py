@@ -370,3 +370,42 @@ def test_edge_features_dispatch():
     assert c.shape == (ei.shape[1], 3) and c.abs().max() <= 0.25
     # the cartesian feature's norm is the first invariant feature
     torch.testing.assert_close(c.norm(dim=1), edge_features("invariant", pos, ei, batch, 1.0)[:, 0])
+
+
+@pytest.mark.parametrize("box", [None, 1.0])
+def test_unchecked_hot_path_equals_the_checked_functions(box, monkeypatch):
+    """The models' hot path gives the checked functions' features bit for bit and calls none
+    of the checks (each reads values back from the device on a GPU)."""
+    from physml.models import MPGNN
+
+    g = torch.Generator().manual_seed(0)
+    pos = torch.rand(60, 3, generator=g)
+    batch = torch.arange(3).repeat_interleave(20)
+    ei = graphs.radius_graph(pos, 0.3, box_size=box, batch=batch)
+    for kind in graphs.EDGE_FEATURE_KINDS:
+        ref = graphs.edge_features(kind, pos, ei, batch, box)
+        got = graphs.edge_features_unchecked(kind, pos, ei, batch, box)
+        assert torch.equal(ref, got)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a check ran in the hot path")
+
+    for name in ("_check_pos", "_check_batch", "_check_edge_index", "_check_box"):
+        monkeypatch.setattr(graphs, name, refuse)
+    from torch_geometric.data import Batch, Data
+
+    data = Batch.from_data_list(
+        [
+            Data(
+                pos=pos[batch == b],
+                x=torch.rand(20, 1, generator=g),
+                edge_index=ei[:, batch[ei[1]] == b] - 20 * b,
+                u=torch.zeros(1, 1),
+            )
+            for b in range(3)
+        ]
+    )
+    for kind in graphs.EDGE_FEATURE_KINDS:
+        net = MPGNN(0.3, 4, 4, 8, 1, 1, embedding=kind, box_size=box)
+        mean, std = net.eval()(data)
+        assert mean.shape == std.shape == (3, 1)

@@ -146,8 +146,8 @@ def test_apply_header_inserts_then_replaces(monkeypatch):
     first = nbtool.apply_header(nb, py)
     assert [c.cell_type for c in first.cells] == ["markdown", "code"]
     assert nbtool.apply_header(first, py).cells == first.cells  # idempotent
-    monkeypatch.setattr(nbtool, "REPO", "someone/fork")
-    monkeypatch.setattr(nbtool, "BRANCH", "dev")
+    monkeypatch.setattr(nbtool.nbconfig, "REPO", "someone/fork")
+    monkeypatch.setattr(nbtool.nbconfig, "BRANCH", "dev")
     assert nbtool.header_problems(first, py)  # stale once REPO / BRANCH change
     second = nbtool.apply_header(first, py)
     assert len(second.cells) == 2 and not nbtool.header_problems(second, py)
@@ -166,3 +166,28 @@ def test_setup_cell_is_plain_python_that_does_nothing_outside_colab(with_helper)
     namespace = {}
     exec(compile(source, "setup", "exec"), namespace)  # not in Colab: installs nothing
     assert namespace["PHYSML_INSTALL"].endswith(f"@{nbtool.BRANCH}")
+
+
+def test_execute_runs_a_notebook_with_nbclient_and_tidies_progress_bars(tmp_path):
+    """execute: outputs written into the .ipynb, progress-bar rewrites collapsed, chunks of
+    one stream merged, PHYSML_FAST=1 set in fast mode; a failing cell leaves the .ipynb as
+    it was and names the cell."""
+    py = tmp_path / "toy.py"
+    py.write_text(
+        "# %% [markdown]\n# # Toy\n\n"
+        "# %%\nimport os\nimport sys\n"
+        "for i in range(3):\n    print(f'\\r{i}/3', end='', flush=True)\n"
+        "print('\\rdone')\nprint('more', file=sys.stdout)\n\n"
+        "# %%\nos.environ.get('PHYSML_FAST')\n",
+        encoding="utf-8",
+    )
+    nbtool.execute(py)
+    nb = nbformat.read(str(py.with_suffix(".ipynb")), as_version=4)
+    stream, fast = nb.cells[1].outputs, nb.cells[2].outputs
+    assert len(stream) == 1 and stream[0].text == "done\nmore\n"
+    assert fast[0].data["text/plain"] == "'1'" and nb.cells[2].execution_count == 2
+    before = py.with_suffix(".ipynb").read_bytes()
+    py.write_text(py.read_text(encoding="utf-8") + "\n# %%\n1 / 0\n", encoding="utf-8")
+    with pytest.raises(RuntimeError, match="cell 3 failed"):
+        nbtool.execute(py)
+    assert py.with_suffix(".ipynb").read_bytes() == before

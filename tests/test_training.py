@@ -1,5 +1,6 @@
 """Tests of physml.training: losses, the NaN guard, a tiny fit, checkpoints, prediction."""
 
+import functools
 import json
 import math
 
@@ -247,3 +248,73 @@ def test_fit_and_predict_on_cuda(tmp_path, fitted):
     assert next(gpu_model.parameters()).is_cuda
     for a, b in zip(cpu, predict(gpu_model, loader), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- boundaries
+
+
+def test_load_model_refuses_sizes_before_allocating(fitted, tmp_path, monkeypatch):
+    """hidden_size = 10**6 would allocate terabytes: refused from the shapes alone (the
+    network is first built on the meta device), with the limit and how to raise it."""
+    _, _, last, _ = fitted
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    huge = dict(ckpt, hyper_parameters=dict(ckpt["hyper_parameters"], hidden_size=10**6))
+    torch.save(huge, tmp_path / "huge.ckpt")
+    built = []
+    real_init = GNNRegressor.__init__
+
+    @functools.wraps(real_init)  # keeps the signature load_model checks keys against
+    def spy(self, *args, **kwargs):
+        built.append(torch.empty(0).device.type)  # the default device at construction
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(GNNRegressor, "__init__", spy)
+    with pytest.raises(ValueError, match="PHYSML_MAX_PARAMS"):
+        load_model(tmp_path / "huge.ckpt")
+    assert built == ["meta"]  # nothing was built on a real device
+
+
+def test_load_model_refuses_weights_of_the_other_embedding(fitted, tmp_path):
+    _, _, last, _ = fitted
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    assert ckpt["physml_embedding"] == ckpt["hyper_parameters"]["embedding"]
+    other = "cartesian" if ckpt["physml_embedding"] == "invariant" else "invariant"
+    swapped = dict(ckpt, hyper_parameters=dict(ckpt["hyper_parameters"], embedding=other))
+    torch.save(swapped, tmp_path / "swapped.ckpt")
+    with pytest.raises(ValueError, match="embedding"):
+        load_model(tmp_path / "swapped.ckpt")
+
+
+@pytest.mark.parametrize("epochs", [-1, 0])
+def test_make_trainer_refuses_epochs_below_one(tmp_path, epochs):
+    for fast in (False, True):  # --fast --epochs -1 trained without limit
+        with pytest.raises(ValueError, match="epochs"):
+            make_trainer(epochs, tmp_path, fast=fast, progress=False)
+
+
+def test_run_directory_lock_and_overwrite(tmp_path):
+    import subprocess
+    import sys
+
+    from physml.training import run_directory
+
+    out = tmp_path / "run"
+    with run_directory(out):
+        with pytest.raises(FileExistsError, match="another training run"):
+            with run_directory(out):
+                pass
+    (out / "best.ckpt").write_bytes(b"x")
+    with pytest.raises(FileExistsError, match="finished run"):
+        with run_directory(out, overwrite=False):
+            pass
+    with run_directory(out, overwrite=True):
+        pass
+    # a lock left by a process that died is taken over
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
+    lock = out.resolve().with_name(f".{out.name}.physml-lock")
+    lock.write_text(dead + "\n")
+    with run_directory(out):
+        assert lock.read_text().split()[0] != dead
+    assert not lock.exists()

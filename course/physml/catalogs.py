@@ -12,11 +12,7 @@ File formats read by :func:`load_catalogs`:
     ``box_size`` (optional, default 25.0): float64 scalar, Mpc/h.
     ``meta`` (optional): 0-d unicode array holding a JSON object.
 
-CAMELS FoF group files (``groups_NNN.hdf5``; older name ``fof_subhalo_tab_NNN.hdf5``)
-    ``Group/GroupPos`` ``[N, 3]`` kpc/h, ``Group/GroupMass`` ``[N]`` 1e10 Msun/h,
-    ``Group/GroupVel`` ``[N, 3]`` km/s/a (optional), ``Header`` attribute ``BoxSize`` (kpc/h).
-
-CAMELS parameter tables (``CosmoAstroSeed_*.txt``), read by :func:`read_camels_params`.
+CAMELS FoF group files and parameter tables: read by :mod:`physml.camels` (see there).
 
 Every reader refuses bad input with a :class:`ValueError` naming the file and the key;
 nothing is ever unpickled.
@@ -29,10 +25,24 @@ import json
 import os
 import re
 import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from ._checks import (
+    _as_float32,
+    _check_catalog_arrays,
+    _check_finite,
+    _check_labels,
+    _describe,
+    _first_bad,
+    _magic,
+    _require_file,
+)
+from .camels import group_files_in, is_hdf5, read_camels_params, read_group_file
+from .limits import over_limit
 
 __all__ = [
     "Catalog",
@@ -51,107 +61,7 @@ _NPY_MAGIC = b"\x93NUMPY"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _SIM_KEY = re.compile(r"sim_(0|[1-9][0-9]*)")
 _VEL_KEY = re.compile(r"vel_(0|[1-9][0-9]*)")
-_GROUP_FILE = re.compile(r"(groups|fof_subhalo_tab)_[0-9]+\.hdf5")
-_OMEGA_M_NAMES = {"omega_m", "omegam", "omega_0", "omega0", "om"}
-_SIGMA_8_NAMES = {"sigma_8", "sigma8", "si8", "s8"}
-
-
-# --------------------------------------------------------------------------------------------
-# value checks shared by the types and the loaders; `where` prefixes every message
-# --------------------------------------------------------------------------------------------
-
-
-def _first_bad(bad: np.ndarray) -> int:
-    """Row of the first True entry of ``bad`` (``[N]`` or ``[N, k]`` bool)."""
-    return int(np.argwhere(bad)[0][0])
-
-
-def _check_finite(arr: np.ndarray, where: str) -> None:
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        raise ValueError(
-            f"{where}: {int(bad.sum())} non-finite value(s), first at row {_first_bad(bad)}"
-        )
-
-
-def _check_positive_mass(mass: np.ndarray, where: str) -> None:
-    bad = ~(mass > 0)
-    if bad.any():
-        row = _first_bad(bad)
-        raise ValueError(
-            f"{where}: masses must be > 0 (1e10 Msun/h); {int(bad.sum())} are not, "
-            f"first at row {row}: {float(mass[row])}"
-        )
-
-
-def _check_unit_box(pos: np.ndarray, where: str) -> np.ndarray:
-    """Check ``pos`` ``[N, 3]`` float32 lies in ``[0, 1]``; return it with 1.0 wrapped to 0.0."""
-    bad = (pos < 0) | (pos > 1)
-    if bad.any():
-        row = _first_bad(bad)
-        raise ValueError(
-            f"{where}: positions must lie in [0, 1] box units; {int(bad.any(axis=1).sum())} "
-            f"halo(s) do not, first at row {row}: {pos[row].tolist()}"
-        )
-    one = pos == 1
-    if one.any():
-        pos = np.where(one, np.float32(0), pos).astype(np.float32)
-    return pos
-
-
-def _check_catalog_arrays(
-    pos: np.ndarray, mass: np.ndarray, vel: np.ndarray | None, where: str
-) -> np.ndarray:
-    """Value checks on float32 ``pos`` ``[N, 3]``, ``mass`` ``[N]``, ``vel`` ``[N, 3]``.
-
-    Returns ``pos`` with coordinates equal to 1.0 wrapped to 0.0.
-    """
-    _check_finite(pos, where)
-    _check_finite(mass, where)
-    _check_positive_mass(mass, where)
-    pos = _check_unit_box(pos, where)
-    if vel is not None:
-        _check_finite(vel, where)
-    return pos
-
-
-def _check_labels(params: np.ndarray, where: str) -> None:
-    """``params`` ``[n, 2]`` float64: sigma_8 finite and > 0; Omega_m NaN or finite and > 0."""
-    s8 = params[:, 1]
-    bad = ~(np.isfinite(s8) & (s8 > 0))
-    if bad.any():
-        row = _first_bad(bad)
-        raise ValueError(
-            f"{where}: sigma_8 must be finite and > 0; {int(bad.sum())} value(s) are not, "
-            f"first at row {row}: {float(s8[row])}"
-        )
-    om = params[:, 0]
-    bad = ~(np.isnan(om) | (np.isfinite(om) & (om > 0)))
-    if bad.any():
-        row = _first_bad(bad)
-        raise ValueError(
-            f"{where}: Omega_m must be finite and > 0 (or NaN when unknown); "
-            f"first bad value at row {row}: {float(om[row])}"
-        )
-
-
-def _describe(arr: np.ndarray) -> str:
-    return f"{arr.dtype} array of shape {arr.shape}"
-
-
-def _as_float32(x, shape_text: str, ncols: int | None, where: str) -> np.ndarray:
-    """``x`` as a float32 array of shape ``[N]`` (``ncols=None``) or ``[N, ncols]``."""
-    arr = np.asarray(x)
-    if arr.dtype.kind not in "fiu":
-        raise ValueError(
-            f"{where}: expected float array of shape {shape_text}, got {_describe(arr)}"
-        )
-    ok = arr.ndim == 1 if ncols is None else (arr.ndim == 2 and arr.shape[1] == ncols)
-    if not ok:
-        raise ValueError(
-            f"{where}: expected float array of shape {shape_text}, got {_describe(arr)}"
-        )
-    return np.asarray(arr, dtype=np.float32)
+_DEFLATE_MAX_RATIO = 1032  # the most a deflate stream can inflate (bytes out per byte in)
 
 
 # --------------------------------------------------------------------------------------------
@@ -328,20 +238,6 @@ class CatalogSet:
 # --------------------------------------------------------------------------------------------
 
 
-def _require_file(path) -> str:
-    name = os.fspath(path)
-    if not os.path.exists(name):
-        raise FileNotFoundError(f"{name}: no such file")
-    if os.path.isdir(name):
-        raise ValueError(f"{name}: is a directory, expected a file")
-    return name
-
-
-def _magic(name: str, n: int = 8) -> bytes:
-    with open(name, "rb") as f:
-        return f.read(n)
-
-
 def checksum_file(path, chunk_size: int = 1 << 20) -> str:
     """SHA-256 of the bytes of ``path`` as a hex string, read in ``chunk_size`` chunks."""
     name = _require_file(path)
@@ -355,79 +251,6 @@ def checksum_file(path, chunk_size: int = 1 << 20) -> str:
 # --------------------------------------------------------------------------------------------
 # labels
 # --------------------------------------------------------------------------------------------
-
-
-def read_camels_params(path) -> np.ndarray:
-    """Read a CAMELS parameter table (``CosmoAstroSeed_*.txt``).
-
-    Whitespace-separated text; blank lines and lines starting with ``#`` are skipped. A
-    ``#`` line before the data naming the columns (``#Name Omega_m sigma_8 A_SN1 ...``)
-    locates Omega_m and sigma_8; without one, the columns are (name, Omega_m, sigma_8, ...)
-    when the first column is not a number and (Omega_m, sigma_8, ...) when it is.
-
-    Returns:
-        ``[n, 2]`` float64 = (Omega_m, sigma_8), one row per simulation, in file order.
-    """
-    name = _require_file(path)
-    try:
-        with open(name, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{name}: not a text parameter table ({e})") from e
-
-    header: list[str] | None = None
-    rows: list[tuple[int, list[str]]] = []
-    for lineno, line in enumerate(lines, start=1):
-        text = line.strip()
-        if not text:
-            continue
-        if text.startswith("#"):
-            tokens = [t.lower() for t in text.lstrip("#").split()]
-            if not rows and header is None and _OMEGA_M_NAMES & set(tokens):
-                header = tokens
-            continue
-        rows.append((lineno, text.split()))
-    if not rows:
-        raise ValueError(f"{name}: no data rows in parameter table")
-
-    if header is not None:
-        i_om = next((i for i, t in enumerate(header) if t in _OMEGA_M_NAMES), None)
-        i_s8 = next((i for i, t in enumerate(header) if t in _SIGMA_8_NAMES), None)
-        if i_om is None or i_s8 is None:
-            raise ValueError(
-                f"{name}: header names no column 'sigma_8' (columns: {' '.join(header)})"
-            )
-        ncols = len(header)
-    else:
-        try:
-            float(rows[0][1][0])
-            i_om, i_s8 = 0, 1
-        except ValueError:
-            i_om, i_s8 = 1, 2
-        ncols = len(rows[0][1])
-
-    out = np.empty((len(rows), 2), dtype=np.float64)
-    for r, (lineno, tokens) in enumerate(rows):
-        if len(tokens) != ncols:
-            raise ValueError(f"{name}: line {lineno}: expected {ncols} columns, got {len(tokens)}")
-        for c, (i, col) in enumerate(((i_om, "Omega_m"), (i_s8, "sigma_8"))):
-            if i >= len(tokens):
-                raise ValueError(f"{name}: line {lineno}: column '{col}' missing")
-            try:
-                out[r, c] = float(tokens[i])
-            except ValueError:
-                raise ValueError(
-                    f"{name}: line {lineno}: column '{col}': cannot parse {tokens[i]!r} as a number"
-                ) from None
-    for c, col in enumerate(("Omega_m", "sigma_8")):
-        bad = ~(np.isfinite(out[:, c]) & (out[:, c] > 0))
-        if bad.any():
-            lineno = rows[_first_bad(bad)][0]
-            raise ValueError(
-                f"{name}: line {lineno}: column '{col}': expected a finite value > 0, "
-                f"got {float(out[_first_bad(bad), c])}"
-            )
-    return out
 
 
 def _read_labels(labels) -> tuple[np.ndarray, str]:
@@ -482,7 +305,8 @@ def save_catalogs(path, cset: CatalogSet, compress: bool = True) -> None:
     ``params`` is omitted when every label is NaN (an unlabelled set); a partly-NaN
     sigma_8 column is refused. The file is written to a temporary name in the same
     directory and moved into place with :func:`os.replace`, so readers never see a
-    partial file. ``path`` is used as given (no ``.npz`` suffix is appended).
+    partial file. ``path`` is used as given (no ``.npz`` suffix is appended). The same set
+    always gives the same bytes (entries carry a fixed time stamp).
     """
     name = os.fspath(path)
     if not isinstance(cset, CatalogSet):
@@ -512,11 +336,10 @@ def save_catalogs(path, cset: CatalogSet, compress: bool = True) -> None:
     tmp = os.path.join(
         directory, f".{os.path.basename(name)}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     )
-    writer = np.savez_compressed if compress else np.savez
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as f:
-            writer(f, **arrays)
+            _write_npz(f, arrays, compress)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, name)
@@ -526,14 +349,62 @@ def save_catalogs(path, cset: CatalogSet, compress: bool = True) -> None:
         raise
 
 
+def _write_npz(f, arrays: dict[str, np.ndarray], compress: bool) -> None:
+    """``np.savez`` / ``np.savez_compressed`` with a fixed time stamp on every entry, so
+    that the same arrays always give the same bytes (and the same sha256)."""
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(f, "w", compression=method, allowZip64=True) as zf:
+        for key, arr in arrays.items():
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = method
+            with zf.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(arr), allow_pickle=False)
+
+
+def _npz_declared(npz, key: str, name: str) -> None:
+    """Check what the ``.npy`` header of entry ``key`` declares before numpy allocates it:
+    a size the compressed entry cannot hold is a corrupt entry, and a catalog longer than
+    ``PHYSML_MAX_HALOS`` rows is refused."""
+    zf = getattr(npz, "zip", None)
+    if zf is None:
+        return
+    try:
+        info = zf.getinfo(f"{key}.npy")
+        with zf.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise ValueError(f"{name}: key '{key}': corrupt entry ({e})") from e
+    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if info.compress_type == zipfile.ZIP_STORED:
+        room = info.compress_size
+    elif info.compress_type == zipfile.ZIP_DEFLATED:
+        room = info.compress_size * _DEFLATE_MAX_RATIO + 1024
+    else:
+        room = None
+    if room is not None and nbytes > room:
+        raise ValueError(
+            f"{name}: key '{key}': corrupt entry (its header declares shape {shape}, "
+            f"{nbytes:,} bytes, but the entry can hold at most {room:,})"
+        )
+    if key.startswith(("sim_", "vel_")) and len(shape) >= 1:
+        msg = over_limit("PHYSML_MAX_HALOS", int(shape[0]), f"{name}: key '{key}'")
+        if msg:
+            raise ValueError(msg)
+
+
 def _npz_get(npz, key: str, name: str) -> np.ndarray:
+    _npz_declared(npz, key, name)
     try:
         return npz[key]
     except ValueError as e:  # object arrays need pickle
         raise ValueError(
             f"{name}: key '{key}': cannot be loaded without pickle (object arrays are refused; {e})"
         ) from e
-    except (OSError, EOFError, zipfile.BadZipFile) as e:
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise ValueError(f"{name}: key '{key}': corrupt entry ({e})") from e
 
 
@@ -559,11 +430,11 @@ def _load_npz(name: str, labels) -> CatalogSet:
         if not sim_idx:
             raise ValueError(f"{name}: key 'sim_0': missing (no sim_<i> catalogs in file)")
         n = max(sim_idx) + 1
-        missing = sorted(set(range(n)) - sim_idx)
-        if missing:
+        if len(sim_idx) != n:  # a gap; found without building range(n) (n may be huge)
+            first = next(i for i, k in enumerate(sorted(sim_idx)) if i != k)
             raise ValueError(
-                f"{name}: key 'sim_{missing[0]}': missing (sim_i keys must run 0..{n - 1} "
-                f"without gaps; {len(missing)} missing)"
+                f"{name}: key 'sim_{first}': missing (sim_i keys must run 0..{n - 1} "
+                f"without gaps; {n - len(sim_idx)} missing)"
             )
         orphans = sorted(vel_idx - sim_idx)
         if orphans:
@@ -633,112 +504,12 @@ def _load_npz(name: str, labels) -> CatalogSet:
     return CatalogSet(catalogs, params, box_size, meta, name)
 
 
-# --------------------------------------------------------------------------------------------
-# CAMELS HDF5 group files
-# --------------------------------------------------------------------------------------------
-
-
-def _is_hdf5(name: str) -> bool:
-    """HDF5 files with a user block keep their signature at offset 512, 1024, ..."""
-    import h5py
-
-    return bool(h5py.is_hdf5(name))
-
-
-def _natural_key(text: str) -> list:
-    return [int(t) if t.isdigit() else t for t in re.split(r"([0-9]+)", text)]
-
-
-def _group_files_in(directory: str) -> list[str]:
-    names = sorted((n for n in os.listdir(directory) if _GROUP_FILE.fullmatch(n)), key=_natural_key)
-    if not names:
-        raise ValueError(
-            f"{directory}: no CAMELS group files (groups_NNN.hdf5 or fof_subhalo_tab_NNN.hdf5)"
-        )
-    return [os.path.join(directory, n) for n in names]
-
-
-def _scalar_attr(attrs, key: str, name: str, required: bool) -> float | None:
-    if key not in attrs:
-        if required:
-            raise ValueError(f"{name}: key 'Header/{key}': missing attribute")
-        return None
-    value = np.asarray(attrs[key])
-    if value.dtype.kind not in "fiu" or value.size != 1 or not np.isfinite(value).all():
-        raise ValueError(
-            f"{name}: key 'Header/{key}': expected a finite number, got {_describe(value)}"
-        )
-    return float(value.reshape(()))
-
-
-def _read_group_file(name: str) -> tuple[Catalog, float, dict]:
-    """One CAMELS FoF file -> (Catalog in box units, box size in Mpc/h, per-file meta)."""
-    import h5py
-
-    _require_file(name)
-    try:
-        f = h5py.File(name, "r")
-    except OSError as e:
-        raise ValueError(f"{name}: not a valid HDF5 file ({e})") from e
-    with f:
-        if "Header" not in f:
-            raise ValueError(f"{name}: key 'Header': missing group")
-        attrs = f["Header"].attrs
-        box_kpc = _scalar_attr(attrs, "BoxSize", name, required=True)
-        if not box_kpc > 0:
-            raise ValueError(f"{name}: key 'Header/BoxSize': expected > 0 kpc/h, got {box_kpc}")
-        a = _scalar_attr(attrs, "Time", name, required=False)
-        z = _scalar_attr(attrs, "Redshift", name, required=False)
-        if a is None and z is not None:
-            a = 1.0 / (1.0 + z)
-        n_total = _scalar_attr(attrs, "Ngroups_Total", name, required=False)
-
-        def read(key: str, shape_text: str, ncols: int | None) -> np.ndarray:
-            obj = f.get(key)
-            if not isinstance(obj, h5py.Dataset):
-                raise ValueError(f"{name}: key '{key}': missing dataset")
-            data = obj[()]
-            return _as_float32(np.asarray(data), shape_text, ncols, f"{name}: key '{key}'")
-
-        if "Group/GroupPos" not in f and n_total == 0:
-            # Subfind omits the Group datasets when no group was found.
-            pos_kpc = np.zeros((0, 3), np.float32)
-            mass = np.zeros((0,), np.float32)
-            vel = None
-        else:
-            pos_kpc = read("Group/GroupPos", "[N, 3]", 3)
-            mass = read("Group/GroupMass", "[N]", None)
-            if mass.shape[0] != pos_kpc.shape[0]:
-                raise ValueError(
-                    f"{name}: key 'Group/GroupMass': has {mass.shape[0]} rows, "
-                    f"'Group/GroupPos' has {pos_kpc.shape[0]}"
-                )
-            vel = None
-            if "Group/GroupVel" in f:
-                vel = read("Group/GroupVel", "[N, 3]", 3)
-                if vel.shape[0] != pos_kpc.shape[0]:
-                    raise ValueError(
-                        f"{name}: key 'Group/GroupVel': has {vel.shape[0]} rows, "
-                        f"'Group/GroupPos' has {pos_kpc.shape[0]}"
-                    )
-                _check_finite(vel, f"{name}: key 'Group/GroupVel'")
-                if a is not None:  # GroupVel is in km/s/a: peculiar velocity = GroupVel / a
-                    vel = (vel.astype(np.float64) / a).astype(np.float32)
-
-    _check_finite(pos_kpc, f"{name}: key 'Group/GroupPos'")
-    _check_finite(mass, f"{name}: key 'Group/GroupMass'")
-    _check_positive_mass(mass, f"{name}: key 'Group/GroupMass'")
-    pos = np.mod(pos_kpc.astype(np.float64) / box_kpc, 1.0).astype(np.float32)
-    pos[pos >= 1] = 0  # float32 rounding of values just below 1
-    info = {"file": os.path.basename(name), "redshift": z, "scale_factor": a}
-    return Catalog(pos, mass, vel), box_kpc / 1000.0, info
-
-
 def _load_group_files(files: list[str], labels, name: str) -> CatalogSet:
     catalogs, infos = [], []
     box_size = None
     for file in files:
-        cat, box, info = _read_group_file(file)
+        pos, mass, vel, box, info = read_group_file(file)
+        cat = Catalog(pos, mass, vel)
         if box_size is not None and not np.isclose(box, box_size, rtol=1e-6, atol=0):
             raise ValueError(
                 f"{file}: key 'Header/BoxSize': {box * 1000} kpc/h differs from "
@@ -806,10 +577,10 @@ def load_catalogs(path, labels=None) -> CatalogSet:
     if not os.path.exists(name):
         raise FileNotFoundError(f"{name}: no such file or directory")
     if os.path.isdir(name):
-        return _load_group_files(_group_files_in(name), labels, name)
+        return _load_group_files(group_files_in(name), labels, name)
     head = _magic(name)
     if head[:4] in _NPZ_MAGIC:
         return _load_npz(name, labels)
-    if head == _HDF5_MAGIC or _is_hdf5(name):
+    if head == _HDF5_MAGIC or is_hdf5(name):
         return _load_group_files([name], labels, name)
     raise ValueError(f"{name}: not a valid .npz or HDF5 file (unrecognised leading bytes)")

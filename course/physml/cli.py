@@ -6,6 +6,19 @@ import argparse
 import json
 import sys
 
+from .errors import TrainingDiverged
+from .settings import MASS_CUT
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
 
 def _add_make_dataset(sub) -> None:
     p = sub.add_parser(
@@ -29,7 +42,10 @@ def _add_make_dataset(sub) -> None:
     p.add_argument("--steps", type=int, default=20, help="PM time steps to a = 1 (20)")
     p.add_argument("--box", type=float, default=25.0, help="box side in Mpc/h (25)")
     p.add_argument(
-        "--mass-cut", type=float, default=2e11, help="smallest halo mass kept, Msun/h (2e11)"
+        "--mass-cut",
+        type=float,
+        default=MASS_CUT,
+        help=f"smallest halo mass kept, Msun/h ({MASS_CUT:.0e})".replace("e+", "e"),
     )
     p.add_argument("--design-seed", type=int, default=0, help="seed of the Latin hypercube (0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -104,7 +120,7 @@ def _add_train(sub) -> None:
 
     p.add_argument(
         "--epochs",
-        type=int,
+        type=_positive_int,
         default=None,
         help=f"maximum epochs ({DEFAULT_EPOCHS}; {FAST_EPOCHS} with --fast)",
     )
@@ -114,6 +130,11 @@ def _add_train(sub) -> None:
         help=f"fast mode: a small subset and {FAST_EPOCHS} epochs (as in CI)",
     )
     p.add_argument("--out", default="runs/lecture", help="output directory (runs/lecture)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a finished run in --out (refused otherwise)",
+    )
     p.add_argument("--catalogs", default=None, help="a catalog file instead of the bundled set")
     p.add_argument("--labels", default=None, help="labels file for --catalogs, if separate")
     p.add_argument("--augment", action="store_true", help="random cube symmetries + shifts")
@@ -123,8 +144,8 @@ def _add_train(sub) -> None:
 
 def _train(args) -> int:
     from .catalogs import load_catalogs
-    from .datasets import fast_mode
     from .experiment import train
+    from .graphdata import fast_mode
 
     cset = load_catalogs(args.catalogs, args.labels) if args.catalogs else None
     res = train(
@@ -137,6 +158,7 @@ def _train(args) -> int:
         augment=args.augment,
         seed=args.seed,
         progress=not args.quiet,
+        overwrite=args.overwrite,
     )
     print(json.dumps(res["metrics"]))
     print(
@@ -188,8 +210,8 @@ def _add_baseline(sub) -> None:
 
 
 def _baseline(args) -> int:
-    from .datasets import fast_mode
     from .experiment import baseline
+    from .graphdata import fast_mode
 
     metrics = baseline(args.out, args.target, args.kind, fast=args.fast or fast_mode())
     print(json.dumps(metrics))
@@ -222,12 +244,34 @@ COMMANDS = {
 }
 
 
+#: failures that come from the input, the files or the machine, not from a bug in physml:
+#: reported as one line and exit code 2 (anything else keeps its traceback)
+EXPECTED_ERRORS = (ValueError, OSError, MemoryError, TrainingDiverged)
+
+
+def error_line(err: BaseException) -> str:
+    """One line for an expected failure: the file or option and what was expected."""
+    if isinstance(err, MemoryError):
+        text = (
+            "out of memory; the input is larger than this machine can hold (see "
+            "physml.limits for the size limits checked before allocating)"
+        )
+    elif isinstance(err, OSError) and err.filename is not None and err.strerror:
+        text = f"{err.filename}: {err.strerror}"
+    else:
+        text = str(err) or type(err).__name__
+    return " ".join(text.split())
+
+
 def main(argv=None) -> int:
+    """Run the command line. Every expected failure (:data:`EXPECTED_ERRORS`) ends as one
+    line ``physml COMMAND: error: ...`` on stderr and exit code 2; bad options exit 2 too
+    (argparse); a bug keeps its traceback."""
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"physml {args.command}: error: {err}", file=sys.stderr)
+    except EXPECTED_ERRORS as err:
+        print(f"physml {args.command}: error: {error_line(err)}", file=sys.stderr)
         return 2
 
 

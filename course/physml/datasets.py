@@ -1,4 +1,10 @@
-"""Data sets of simulated halo catalogs: the bundled sets, ``make-dataset``, fast mode.
+"""Data sets of simulated halo catalogs: the bundled sets, ``make-dataset``, regeneration,
+checksums. (The graph data for the GNN built from them is :mod:`physml.graphdata`.)
+
+Nothing of :mod:`physml.graphdata` is re-exported here: physml never pickles its objects
+(checkpoints load with ``weights_only=True``, graph caches are ``.npz``), so no stored file
+refers to ``physml.datasets.HaloDataset`` and the like. Only :func:`fast_mode` (defined in
+:mod:`physml.settings`) stays importable from here, for notebooks written before the split.
 
 The bundled sets were made by :func:`make_dataset` with the lecture settings
 (:class:`physml.simulation.SimulationConfig` defaults) and ship as package data:
@@ -12,7 +18,6 @@ The bundled sets were made by :func:`make_dataset` with the lecture settings
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -25,15 +30,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy.stats import qmc
-from torch_geometric.data import Data
-from torch_geometric.data import Dataset as PygDataset
-from torch_geometric.transforms import BaseTransform
 from tqdm import tqdm
 
 from . import __version__
 from .catalogs import Catalog, CatalogSet, checksum_file, load_catalogs, save_catalogs
 from .cosmology import PRIOR_RANGES, Cosmology
-from .graphs import radius_graph
+from .settings import fast_mode  # noqa: F401  (kept importable here, see the docstring)
 from .simulation import SimulationConfig, linear_field, simulate
 
 SET_NAMES = ("lh", "cv", "1p")
@@ -43,11 +45,6 @@ FIDUCIAL = (0.3, 0.8)
 #: seed offsets per set, so that no two catalogs of different sets share a seed
 SEED_OFFSETS = {"lh": 0, "cv": 100_000, "1p": 200_000}
 CHECKSUMS_FILE = "checksums.json"
-
-
-def fast_mode() -> bool:
-    """True when ``PHYSML_FAST`` is set to a true value (CI, nbval): small subsets, few epochs."""
-    return os.environ.get("PHYSML_FAST", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def set_filename(name: str) -> str:
@@ -154,10 +151,24 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
+GENERATOR = "physml.simulation.simulate"
+
+
+def _part_settings(config_dict: dict) -> dict:
+    """What a part records of the run that made it, beside its job: compared on resume."""
+    return {"generator": GENERATOR, "config": config_dict}
+
+
 def _run_job(job: Job, config_dict: dict, parts_dir: str) -> tuple[str, dict]:
-    """Simulate one catalog and write it atomically as a one-catalog .npz part."""
+    """Simulate one catalog and write it atomically as a one-catalog .npz part that records
+    its job, its full generator settings and its timings."""
     result = simulate(job.omega_m, job.sigma_8, job.seed, SimulationConfig(**config_dict))
-    meta = {"job": job.__dict__, "timings": result.timings, "particle_mass": result.particle_mass}
+    meta = {
+        "job": job.__dict__,
+        "settings": _part_settings(config_dict),
+        "timings": result.timings,
+        "particle_mass": result.particle_mass,
+    }
     cset = CatalogSet(
         [result.catalog],
         np.array([[job.omega_m, job.sigma_8]]),
@@ -168,15 +179,39 @@ def _run_job(job: Job, config_dict: dict, parts_dir: str) -> tuple[str, dict]:
     return job.part_name, result.timings
 
 
-def _part_ok(path: Path, job: Job) -> bool:
-    """A finished part loads cleanly and holds the job's parameters and seed."""
+def _part_ok(path: Path, job: Job, config_dict: dict) -> bool:
+    """True when ``path`` is a finished part of ``job`` made with ``config_dict``; False when
+    it is missing or damaged (unreadable, truncated, a stream that does not inflate): it is
+    then simulated again. A readable part made for another job or with other settings is
+    refused (ValueError): it belongs to another run, whose catalogs must not be mixed in."""
+    if not path.exists():
+        return False
     try:
         part = load_catalogs(path)
     except (ValueError, OSError):
         return False
-    return part.meta.get("job", {}).get("seed") == job.seed and np.allclose(
+    where = f"{path}: this part"
+    recorded = part.meta.get("settings")
+    if recorded != _part_settings(config_dict):
+        what = (
+            "records no generator settings"
+            if recorded is None
+            else (f"was simulated with other settings ({recorded.get('config')})")
+        )
+        raise ValueError(
+            f"{where} {what}, not this run's ({config_dict}); use another --out, or delete "
+            f"{path.parent} to simulate every catalog again"
+        )
+    job_meta = part.meta.get("job", {})
+    if job_meta.get("seed") != job.seed or not np.allclose(
         part.params[0], [job.omega_m, job.sigma_8]
-    )
+    ):
+        raise ValueError(
+            f"{where} holds another catalog (seed {job_meta.get('seed')}, parameters "
+            f"{part.params[0].tolist()}) than this run's job (seed {job.seed}, parameters "
+            f"{[job.omega_m, job.sigma_8]}); use another --out, or delete {path.parent}"
+        )
+    return True
 
 
 def make_dataset(
@@ -195,7 +230,11 @@ def make_dataset(
     run, started again with the same arguments, skips the finished parts, so nothing done
     is lost or half-written. ``out/plan.json`` records the settings; a rerun with other
     settings is refused. Each set file's ``meta`` records the generator settings, the
-    package version and every seed. Returns the paths of the set files written.
+    package version and every seed. Each part records its full settings, so a part made
+    with other settings is refused even when ``plan.json`` is gone; a damaged part is
+    simulated again. The set files hold no timings (the mean time per step of each set goes
+    to ``out/timings.json``), so two runs with the same settings write identical files.
+    Returns the paths of the set files written.
     """
     config = config or SimulationConfig()
     out = Path(out)
@@ -203,7 +242,7 @@ def make_dataset(
     parts_dir.mkdir(parents=True, exist_ok=True)
     jobs = plan_jobs(n_lh, n_cv, n_1p, design_seed)
     plan = {
-        "generator": "physml.simulation.simulate",
+        "generator": GENERATOR,
         "config": config.to_dict(),
         "design_seed": design_seed,
         "counts": {"lh": n_lh, "cv": n_cv, "1p": n_1p},
@@ -219,13 +258,13 @@ def make_dataset(
     else:
         _atomic_write_text(plan_path, json.dumps(plan, indent=1))
 
-    todo = [j for j in jobs if not _part_ok(parts_dir / j.part_name, j)]
+    cfg = config.to_dict()
+    todo = [j for j in jobs if not _part_ok(parts_dir / j.part_name, j, cfg)]
     t0 = time.perf_counter()
     if todo:
         bar = tqdm(
             total=len(jobs), initial=len(jobs) - len(todo), desc="catalogs", disable=not progress
         )
-        cfg = config.to_dict()
         if workers <= 1:
             _init_worker()
             for job in todo:
@@ -241,7 +280,7 @@ def make_dataset(
         bar.close()
     elapsed = time.perf_counter() - t0
 
-    written = {}
+    written, mean_seconds = {}, {}
     for name in SET_NAMES:
         set_jobs = [j for j in jobs if j.set_name == name]
         if not set_jobs:
@@ -250,18 +289,20 @@ def make_dataset(
         for j in set_jobs:
             part = load_catalogs(parts_dir / j.part_name)
             catalogs.append(part[0])
-            timings.append(part.meta["timings"])
+            timings.append(part.meta.get("timings") or {})
         meta = {
             **plan,
             "set": name,
             "physml_version": __version__,
             "seeds": [j.seed for j in set_jobs],
-            "mean_seconds": {k: float(np.mean([t[k] for t in timings])) for k in timings[0]},
         }
+        keys = set.intersection(*(set(t) for t in timings))
+        mean_seconds[name] = {k: float(np.mean([t[k] for t in timings])) for k in sorted(keys)}
         params = np.array([[j.omega_m, j.sigma_8] for j in set_jobs])
         path = out / set_filename(name)
         save_catalogs(path, CatalogSet(catalogs, params, config.box_size, meta))
         written[name] = path
+    _atomic_write_text(out / "timings.json", json.dumps({"mean_seconds": mean_seconds}, indent=1))
     if progress:
         print(f"wrote {', '.join(str(p) for p in written.values())} ({elapsed:.0f} s simulating)")
     return written
@@ -293,189 +334,3 @@ def linear_field_of(cset: CatalogSet, index: int, n: int | None = None):
     om, s8 = cset.params[index]
     n = n or config["n_particles"]
     return linear_field(Cosmology(om, s8), cset.meta["seeds"][index], n, config["box_size"])
-
-
-# --------------------------------------------------------------------------- graphs for GNNs
-TARGET_NAMES = ("sigma_8", "Omega_m")  # the column order of Data.y
-DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "physml"
-GRAPH_FORMAT_VERSION = 1  # bump when the cached graph layout changes
-
-
-def split_indices(
-    n: int = 1000, seed: int = 0, fractions=(0.7, 0.15, 0.15), fast: bool | None = None
-) -> dict[str, np.ndarray]:
-    """The fixed, disjoint train / val / test split of ``n`` catalogs (indices, sorted).
-
-    Every notebook, solution and benchmark uses this with the defaults on the bundled LH
-    set. In fast mode (``fast=None`` reads :func:`fast_mode`) each part is cut to a small
-    prefix (64 / 16 / 16) of the same split, so fast runs test on a subset of the test set.
-    """
-    if not np.isclose(sum(fractions), 1.0) or min(fractions) < 0:
-        raise ValueError(f"fractions must be >= 0 and sum to 1, got {fractions}")
-    perm = np.random.default_rng(seed).permutation(n)
-    n_train = int(round(fractions[0] * n))
-    n_val = int(round(fractions[1] * n))
-    parts = {
-        "train": perm[:n_train],
-        "val": perm[n_train : n_train + n_val],
-        "test": perm[n_train + n_val :],
-    }
-    if fast_mode() if fast is None else fast:
-        parts = {k: v[:m] for (k, v), m in zip(parts.items(), (64, 16, 16), strict=True)}
-    return {k: np.sort(v) for k, v in parts.items()}
-
-
-def feature_norm(cset: CatalogSet) -> dict:
-    """Mean and std of log10 halo mass (over all halos) and of log10 N_halo (over catalogs),
-    for standardising the node and graph features. JSON-serialisable (stored in models)."""
-    logm = np.concatenate([np.log10(c.mass) for c in cset] + [np.zeros(0, np.float32)])
-    logn = np.log10(np.maximum(cset.n_halos, 1))
-    if len(logm) < 2:
-        raise ValueError(f"{cset.source or 'catalog set'}: too few halos to standardise features")
-    return {
-        "log_mass_mean": float(logm.mean()),
-        "log_mass_std": float(logm.std() + 1e-8),
-        "log_n_mean": float(logn.mean()),
-        "log_n_std": float(logn.std() + 1e-8),
-    }
-
-
-def catalog_digest(cset: CatalogSet) -> str:
-    """sha256 of a set's arrays (positions, masses, labels, box size): the cache key's data part."""
-    h = hashlib.sha256()
-    h.update(np.float64(cset.box_size).tobytes())
-    h.update(np.ascontiguousarray(cset.params, dtype=np.float64).tobytes())
-    for c in cset:
-        h.update(np.int64(len(c)).tobytes())
-        h.update(np.ascontiguousarray(c.as_array()).tobytes())
-    return h.hexdigest()
-
-
-def _build_edges(cset: CatalogSet, r_link: float) -> tuple[np.ndarray, np.ndarray]:
-    """Periodic radius graphs of every catalog: concatenated edge_index [2, E] int64 and
-    offsets [n + 1] into it."""
-    edges, offsets = [], [0]
-    for c in cset:
-        ei = radius_graph(torch.from_numpy(c.pos), r_link, box_size=1.0).numpy()
-        edges.append(ei)
-        offsets.append(offsets[-1] + ei.shape[1])
-    return np.concatenate(edges, 1) if edges else np.zeros((2, 0), np.int64), np.array(offsets)
-
-
-def cached_edges(cset: CatalogSet, r_link: float, cache_dir=None) -> list[np.ndarray]:
-    """Edge indices ``[2, E_i]`` of every catalog's periodic radius graph (r_link in box
-    units), built once and cached in ``cache_dir`` (default ``~/.cache/physml``) under a
-    key of (r_link, box size, data digest, format version). ``cache_dir=False`` disables
-    the cache. The cache is an ``.npz`` of integer arrays, loaded without pickle."""
-    key = hashlib.sha256(
-        json.dumps(
-            [GRAPH_FORMAT_VERSION, float(r_link), float(cset.box_size), catalog_digest(cset)]
-        ).encode()
-    ).hexdigest()[:20]
-    path = None if cache_dir is False else Path(cache_dir or DEFAULT_CACHE) / f"graphs_{key}.npz"
-    edges = offsets = None
-    if path is not None and path.exists():
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                edges, offsets = f["edge_index"], f["offsets"]
-            if offsets.shape != (len(cset) + 1,) or edges.shape != (2, offsets[-1]):
-                edges = None
-        except (OSError, ValueError, KeyError):
-            edges = None  # a damaged cache file is rebuilt
-    if edges is None:
-        edges, offsets = _build_edges(cset, r_link)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-            np.savez(tmp, edge_index=edges, offsets=offsets)
-            os.replace(tmp, path)
-    return [edges[:, a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
-
-
-class HaloDataset(PygDataset):
-    """Halo catalogs as PyG graphs with precomputed periodic radius graphs.
-
-    Each item is a ``Data`` with ``pos`` ``[N, 3]`` (box units), ``x`` ``[N, 1]``
-    (standardised log10 mass), ``edge_index`` ``[2, E]`` (all pairs closer than
-    ``r_link`` box units, minimum image, both directions), ``u`` ``[1, 1]`` (standardised
-    log10 N_halo), ``y`` ``[1, 2]`` = (sigma_8, Omega_m), ``vel`` ``[N, 3]`` km/s when
-    the catalog has velocities, and ``idx`` (the catalog's index in the set).
-
-    Args:
-        cset: catalogs from :func:`physml.catalogs.load_catalogs` or
-            :func:`load_bundled`.
-        r_link: linking radius in box units (0.2 = 5 Mpc/h for a 25 Mpc/h box).
-        norm: feature standardisation from :func:`feature_norm`; compute it on the
-            training catalogs and pass the same dict for every split. Default: from cset.
-        mass_cut: halos lighter than this (Msun/h) are dropped first, as in training.
-        cache_dir: where graphs are cached (see :func:`cached_edges`).
-        transform: a PyG transform applied on access (e.g. :class:`RandomCubeSymmetry`).
-    """
-
-    def __init__(
-        self,
-        cset: CatalogSet,
-        r_link: float = 0.2,
-        norm: dict | None = None,
-        mass_cut: float | None = 2e11,
-        cache_dir=None,
-        transform=None,
-    ):
-        super().__init__(None, transform)
-        if not 0 < r_link < 0.5:
-            raise ValueError(f"r_link must be in (0, 0.5) box units, got {r_link}")
-        if mass_cut:
-            cset = cset.with_mass_cut(mass_cut)
-        self.cset, self.r_link, self.mass_cut = cset, float(r_link), mass_cut
-        self.norm = norm or feature_norm(cset)
-        edges = cached_edges(cset, r_link, cache_dir)
-        n = self.norm
-        self.graphs = []
-        for i, (c, ei) in enumerate(zip(cset, edges, strict=True)):
-            logm = (np.log10(c.mass) - n["log_mass_mean"]) / n["log_mass_std"]
-            logn = (np.log10(max(len(c), 1)) - n["log_n_mean"]) / n["log_n_std"]
-            om, s8 = cset.params[i]
-            data = Data(
-                pos=torch.from_numpy(c.pos),
-                x=torch.from_numpy(logm.astype(np.float32)).view(-1, 1),
-                edge_index=torch.from_numpy(ei).long(),
-                u=torch.tensor([[logn]], dtype=torch.float32),
-                y=torch.tensor([[s8, om]], dtype=torch.float32),
-                idx=torch.tensor([i]),
-            )
-            if c.vel is not None:
-                data.vel = torch.from_numpy(c.vel)
-            self.graphs.append(data)
-
-    def len(self) -> int:
-        return len(self.graphs)
-
-    def get(self, idx: int) -> Data:
-        return self.graphs[idx]
-
-
-class RandomCubeSymmetry(BaseTransform):
-    """Random symmetry of the periodic unit box: one of the cube's 48 rotations and
-    reflections (axis permutation and sign flips) and a random periodic translation.
-
-    These are isometries of the periodic box, so precomputed minimum-image edges stay
-    exact; arbitrary rotations are not (they do not map the periodic box onto itself).
-    ``vel`` is rotated with ``pos``. Seeded for reproducibility.
-    """
-
-    def __init__(self, seed: int | None = None, translate: bool = True):
-        self.gen = torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2**63)
-        self.translate = translate
-
-    def forward(self, data: Data) -> Data:
-        data = data.clone()
-        perm = torch.randperm(3, generator=self.gen)
-        sign = torch.randint(0, 2, (3,), generator=self.gen) * 2 - 1
-        pos = data.pos[:, perm] * sign
-        if self.translate:
-            pos = pos + torch.rand(3, generator=self.gen)
-        data.pos = torch.remainder(pos, 1.0)
-        data.pos[data.pos >= 1.0] = 0.0
-        if getattr(data, "vel", None) is not None:
-            data.vel = data.vel[:, perm] * sign
-        return data

@@ -19,55 +19,34 @@ from torch_geometric.loader import DataLoader
 from . import __version__
 from .baselines import run_baseline
 from .catalogs import CatalogSet, load_catalogs
-from .datasets import (
+from .datasets import load_bundled
+from .graphdata import (
     DEFAULT_CACHE,
     HaloDataset,
-    RandomCubeSymmetry,
     catalog_digest,
+    check_feature_norm,
+    check_masses,
     fast_mode,
-    feature_norm,
-    load_bundled,
+    make_loaders,
     split_indices,
 )
 from .metrics import summary
-from .models import EMBEDDINGS, TARGETS
+from .models import EMBEDDINGS
 from .plotting import plot_predictions_grid
-from .training import GNNRegressor, load_model, make_trainer, predict
+from .settings import BATCH_SIZE, LECTURE_LR, LECTURE_SIZES, MASS_CUT, R_LINK, TARGETS
+from .training import GNNRegressor, load_model, make_trainer, predict, run_directory
 
-#: the lecture model: the sizes the source notebook trained with (it reloaded with others)
-LECTURE_HPARAMS = dict(
-    r_link=0.2, node_emb_size=8, edge_emb_size=8, hidden_size=32, n_layers=2, lr=1e-3
-)
+#: the lecture model: the sizes the source notebook trained with (it reloaded with others),
+#: its linking radius and learning rate, all from :mod:`physml.settings` (the defaults of
+#: :class:`~physml.training.GNNRegressor`)
+LECTURE_HPARAMS = dict(r_link=R_LINK, **LECTURE_SIZES, lr=LECTURE_LR)
 DEFAULT_EPOCHS = 50
 FAST_EPOCHS = 2
-BATCH_SIZE = 16
 
 
 def _check_choice(name: str, value: str, accepted) -> None:
     if value not in accepted:
         raise ValueError(f"{name}: unknown value {value!r}; accepted: {', '.join(accepted)}")
-
-
-def make_loaders(
-    cset: CatalogSet,
-    split: dict,
-    r_link: float = 0.2,
-    mass_cut: float | None = 2e11,
-    batch_size: int = BATCH_SIZE,
-    augment: bool = False,
-    seed: int = 0,
-    cache_dir=None,
-):
-    """DataLoaders over the split of a catalog set, features standardised with the
-    training catalogs' statistics. Returns (loaders dict, norm dict)."""
-    train_set = cset[split["train"]].with_mass_cut(mass_cut) if mass_cut else cset[split["train"]]
-    norm = feature_norm(train_set)
-    loaders = {}
-    for part, idx in split.items():
-        transform = RandomCubeSymmetry(seed) if (augment and part == "train") else None
-        ds = HaloDataset(cset[idx], r_link, norm, mass_cut, cache_dir, transform)
-        loaders[part] = DataLoader(ds, batch_size=batch_size, shuffle=part == "train")
-    return loaders, norm
 
 
 def _write_outputs(out: Path, metrics: dict, mean, std, true, names, title: str) -> None:
@@ -91,6 +70,7 @@ def train(
     seed: int = 0,
     progress: bool = True,
     cache_dir=None,
+    overwrite: bool = True,
     **hparams,
 ) -> dict:
     """Train the lecture GNN on the fixed split and evaluate the best checkpoint on the
@@ -101,6 +81,10 @@ def train(
     :data:`LECTURE_HPARAMS`, :data:`DEFAULT_EPOCHS` epochs (:data:`FAST_EPOCHS` and a
     small subset in fast mode). Returns ``{"metrics", "checkpoint", "seconds",
     "epochs_run"}``.
+
+    ``out`` is held with a lock file for the run (:func:`~physml.training.run_directory`):
+    a second run into the same directory is refused while the first is alive. A finished
+    run in ``out`` is replaced unless ``overwrite=False`` (the command line's default).
     """
     _check_choice("embedding", embedding, EMBEDDINGS)
     _check_choice("target", target, TARGETS)
@@ -109,28 +93,30 @@ def train(
     split = split_indices(len(cset), fast=fast) if split is None else split
     epochs = (FAST_EPOCHS if fast else DEFAULT_EPOCHS) if epochs is None else epochs
     hp = {**LECTURE_HPARAMS, **hparams}
-    mass_cut = hp.pop("mass_cut", 2e11)
+    mass_cut = hp.pop("mass_cut", MASS_CUT)
     out = Path(out)
-    trainer = make_trainer(epochs, out, fast=fast, progress=progress, seed=seed)
-    loaders, norm = make_loaders(
-        cset, split, hp["r_link"], mass_cut, augment=augment, seed=seed, cache_dir=cache_dir
-    )
-    model = GNNRegressor(
-        embedding=embedding,
-        target=target,
-        feature_norm=norm,
-        mass_cut=mass_cut or 0.0,
-        box_size_mpc=cset.box_size,
-        **hp,
-    )
-    t = time.perf_counter()
-    trainer.fit(model, loaders["train"], loaders["val"])
-    seconds = time.perf_counter() - t
-    best = load_model(trainer.checkpoint_callback.best_model_path)
-    mean, std, true = predict(best, loaders["test"])
-    names = best.target_names
-    metrics = summary(mean, std, true, names)
-    _write_outputs(out, metrics, mean, std, true, names, f"{embedding} GNN, test split")
+    check_masses(cset, mass_cut, cset.source or "catalogs")
+    with run_directory(out, overwrite=overwrite):
+        trainer = make_trainer(epochs, out, fast=fast, progress=progress, seed=seed)
+        loaders, norm = make_loaders(
+            cset, split, hp["r_link"], mass_cut, augment=augment, seed=seed, cache_dir=cache_dir
+        )
+        model = GNNRegressor(
+            embedding=embedding,
+            target=target,
+            feature_norm=norm,
+            mass_cut=mass_cut or 0.0,
+            box_size_mpc=cset.box_size,
+            **hp,
+        )
+        t = time.perf_counter()
+        trainer.fit(model, loaders["train"], loaders["val"])
+        seconds = time.perf_counter() - t
+        best = load_model(trainer.checkpoint_callback.best_model_path)
+        mean, std, true = predict(best, loaders["test"])
+        names = best.target_names
+        metrics = summary(mean, std, true, names)
+        _write_outputs(out, metrics, mean, std, true, names, f"{embedding} GNN, test split")
     return {
         "metrics": metrics,
         "checkpoint": str(out / "best.ckpt"),
@@ -170,35 +156,48 @@ def fit_model(
     fast = fast_mode() if fast is None else fast
     epochs = epochs or (FAST_EPOCHS if fast else DEFAULT_EPOCHS)
     cset = load_bundled("lh")
-    trainer = make_trainer(epochs, out, fast=fast, progress=False, seed=seed)
-    loaders, norm = make_loaders(cset, split_indices(len(cset), fast=fast), augment=augment)
-    regressor = GNNRegressor(feature_norm=norm, **{**LECTURE_HPARAMS, **regressor_args})
-    regressor.model = build()  # replaces the lecture network
-    trainer.fit(regressor, loaders["train"], loaders["val"])
-    best = torch.load(trainer.checkpoint_callback.best_model_path, weights_only=True)
+    with run_directory(out):
+        trainer = make_trainer(epochs, out, fast=fast, progress=False, seed=seed)
+        loaders, norm = make_loaders(cset, split_indices(len(cset), fast=fast), augment=augment)
+        regressor = GNNRegressor(feature_norm=norm, **{**LECTURE_HPARAMS, **regressor_args})
+        regressor.model = build()  # replaces the lecture network
+        trainer.fit(regressor, loaders["train"], loaders["val"])
+        best = torch.load(trainer.checkpoint_callback.best_model_path, weights_only=True)
     regressor.load_state_dict(best["state_dict"])
     return regressor.eval()
 
 
 def evaluate(checkpoint, catalogs, labels=None, cache_dir=None) -> dict:
     """Metrics of a checkpoint on a catalog file in any supported format, with the
-    preprocessing the model was trained with (mass cut, feature standardisation, r_link)."""
+    preprocessing the model was trained with (mass cut, feature standardisation, r_link).
+
+    Refused (:class:`ValueError`): a checkpoint without its training standardisation, a
+    catalog box size other than the training one (positions and ``r_link`` are in box
+    units), missing labels for a predicted parameter. Warned: masses that look like other
+    units, a mass cut that removes most or all halos. A cache directory that cannot be
+    written is skipped (the graphs are then built in memory only)."""
     model = load_model(checkpoint)
     hp = model.hparams
     cset = catalogs if isinstance(catalogs, CatalogSet) else load_catalogs(catalogs, labels)
     name = cset.source or "catalogs"
     if hp.feature_norm is None:
         raise ValueError(f"{checkpoint}: the checkpoint records no feature_norm")
-    cols = [c for c, n in enumerate(("sigma_8", "Omega_m")) if n in model.target_names]
-    needed = {0: cset.sigma_8, 1: cset.omega_m}
-    for c in cols:
-        bad = ~(needed[c] > 0)
+    norm = check_feature_norm(hp.feature_norm, f"{checkpoint}: hyper_parameters 'feature_norm'")
+    if not np.isclose(cset.box_size, hp.box_size_mpc, rtol=1e-6, atol=0):
+        raise ValueError(
+            f"{name}: box size {cset.box_size:g} Mpc/h, but {checkpoint} was trained on "
+            f"{hp.box_size_mpc:g} Mpc/h boxes (positions and r_link are in box units, so the "
+            "graphs would not be the ones it learned from)"
+        )
+    for param in model.target_names:
+        bad = ~(getattr(cset, param.lower()) > 0)
         if bad.any():
             raise ValueError(
-                f"{name}: labels for {('sigma_8', 'Omega_m')[c]} are missing for "
-                f"{int(bad.sum())} catalogs; pass --labels"
+                f"{name}: labels for {param} are missing for {int(bad.sum())} catalogs; "
+                "pass --labels"
             )
-    ds = HaloDataset(cset, hp.r_link, hp.feature_norm, hp.mass_cut or None, cache_dir)
+    check_masses(cset, hp.mass_cut, name)
+    ds = HaloDataset(cset, hp.r_link, norm, hp.mass_cut or None, cache_dir)
     mean, std, true = predict(model, DataLoader(ds, batch_size=BATCH_SIZE))
     return summary(mean, std, true, model.target_names)
 
@@ -235,7 +234,7 @@ def evaluate_on_test_split(
     model,
     cset: CatalogSet | None = None,
     split: dict | None = None,
-    r_link: float = 0.2,
+    r_link: float = R_LINK,
     fast: bool | None = None,
     names=("sigma_8",),
 ) -> dict:

@@ -31,6 +31,7 @@ __all__ = [
     "available_backends",
     "cartesian_edge_features",
     "edge_features",
+    "edge_features_unchecked",
     "graph_centres",
     "invariant_edge_features",
     "minimum_image",
@@ -381,7 +382,11 @@ def cartesian_edge_features(
     """
     _check_pos(pos)
     _check_edge_index(edge_index, pos)
-    box = _check_box(box_size)
+    return _cartesian(pos, edge_index, _check_box(box_size))
+
+
+def _cartesian(pos: Tensor, edge_index: Tensor, box: float | None) -> Tensor:
+    """:func:`cartesian_edge_features` without the input checks."""
     return minimum_image(pos[edge_index[0]] - pos[edge_index[1]], box)
 
 
@@ -412,11 +417,20 @@ def graph_centres(
     _check_pos(pos)
     box = _check_box(box_size)
     batch = _check_batch(batch, pos)
+    if batch is not None and num_graphs is None:
+        num_graphs = int(batch.max()) + 1 if batch.numel() else 0
+    return _centres(pos, batch, box, num_graphs)
+
+
+def _centres(pos: Tensor, batch: Tensor | None, box: float | None, num_graphs: int | None):
+    """:func:`graph_centres` without the input checks. Without ``num_graphs`` it returns one
+    row per node (an upper bound on the graph count: rows past the last graph are unused),
+    so that nothing is read back from the device."""
     if batch is None:
         batch = torch.zeros(pos.size(0), dtype=torch.long, device=pos.device)
         num_graphs = 1 if num_graphs is None else num_graphs
     elif num_graphs is None:
-        num_graphs = int(batch.max()) + 1 if batch.numel() else 0
+        num_graphs = batch.numel()
     if box is None:
         count = torch.zeros(num_graphs, dtype=pos.dtype, device=pos.device)
         count.index_add_(0, batch, torch.ones_like(pos[:, 0]))
@@ -471,13 +485,18 @@ def invariant_edge_features(
     """
     _check_pos(pos)
     _check_edge_index(edge_index, pos)
-    box = _check_box(box_size)
-    batch = _check_batch(batch, pos)
+    return _invariant(pos, edge_index, _check_batch(batch, pos), _check_box(box_size), eps)
+
+
+def _invariant(
+    pos: Tensor, edge_index: Tensor, batch: Tensor | None, box: float | None, eps: float = 1e-8
+) -> Tensor:
+    """:func:`invariant_edge_features` without the input checks."""
     src, dst = edge_index[0], edge_index[1]
     rel = minimum_image(pos[src] - pos[dst], box)
     d = torch.linalg.vector_norm(rel, dim=-1)
     n = rel / d.clamp_min(eps)[:, None]
-    centres = graph_centres(pos, batch, box)
+    centres = _centres(pos, batch, box, None)
     p = minimum_image(pos - (centres[0] if batch is None else centres[batch]), box)
     p = p / torch.linalg.vector_norm(p, dim=-1, keepdim=True).clamp_min(eps)
     return torch.stack([d, (p[src] * p[dst]).sum(-1), (p[src] * n).sum(-1)], dim=-1)
@@ -507,4 +526,23 @@ def edge_features(
         return cartesian_edge_features(pos, edge_index, box_size)
     if kind == "invariant":
         return invariant_edge_features(pos, edge_index, batch, box_size)
+    raise ValueError(f"kind: expected one of {EDGE_FEATURE_KINDS}, got {kind!r}")
+
+
+def edge_features_unchecked(
+    kind: str,
+    pos: Tensor,
+    edge_index: Tensor,
+    batch: Tensor | None = None,
+    box_size: float | None = None,
+) -> Tensor:
+    r""":func:`edge_features` without the input checks, for the hot path of a model whose
+    inputs were built (and checked) once, e.g. by :class:`physml.graphdata.HaloDataset`:
+    it reads nothing back from the device. ``batch`` must be a long tensor and
+    ``box_size`` ``None`` or a positive float; bad input gives wrong results or an
+    indexing error here, where :func:`edge_features` would say what is wrong."""
+    if kind == "cartesian":
+        return _cartesian(pos, edge_index, box_size)
+    if kind == "invariant":
+        return _invariant(pos, edge_index, batch, box_size)
     raise ValueError(f"kind: expected one of {EDGE_FEATURE_KINDS}, got {kind!r}")

@@ -39,7 +39,8 @@ from torch_geometric.nn import MetaLayer, global_add_pool, global_max_pool, glob
 
 from physml.aggregation import Incidence, gather, scatter_max, scatter_sum
 from physml.cosmology import PRIOR_RANGES
-from physml.graphs import edge_features
+from physml.graphs import edge_features_unchecked
+from physml.settings import TARGETS, Y_COLUMNS
 
 __all__ = [
     "EMBEDDINGS",
@@ -59,11 +60,8 @@ __all__ = [
     "target_columns",
 ]
 
-#: Columns of ``data.y``, in order.
-Y_COLUMNS = ("sigma_8", "Omega_m")
-#: CAMELS LH prior ranges of the parameters (uniform); the model's output is centred on them.
-#: Target name -> parameters predicted, a prefix of :data:`Y_COLUMNS`.
-TARGETS = {"sigma8": ("sigma_8",), "both": ("sigma_8", "Omega_m")}
+# Y_COLUMNS (columns of ``data.y``) and TARGETS (target name -> parameters predicted, a
+# prefix of Y_COLUMNS) live in physml.settings and are re-exported here.
 #: Accepted embedding names.
 EMBEDDINGS = ("cartesian", "invariant")
 
@@ -199,7 +197,7 @@ class CartesianEmbedding(_Embedding):
 
     def edge_inputs(self, pos: Tensor, edge_index: Tensor, batch: Tensor | None) -> Tensor:
         """``[E, 3]`` displacements source - target in units of ``r_link``."""
-        r = edge_features("cartesian", pos, edge_index, box_size=self.box_size)
+        r = edge_features_unchecked("cartesian", pos, edge_index, box_size=self.box_size)
         self._check_lengths(torch.linalg.vector_norm(r.detach(), dim=-1))
         return r / self.r_link
 
@@ -220,7 +218,9 @@ class InvariantEmbedding(_Embedding):
 
     def edge_inputs(self, pos: Tensor, edge_index: Tensor, batch: Tensor | None) -> Tensor:
         """``[E, 3]`` invariant features, distance in units of ``r_link``."""
-        f = edge_features("invariant", pos, edge_index, batch=batch, box_size=self.box_size)
+        f = edge_features_unchecked(
+            "invariant", pos, edge_index, batch=batch, box_size=self.box_size
+        )
         self._check_lengths(f[:, 0].detach())
         return torch.cat([f[:, :1] / self.r_link, f[:, 1:]], dim=-1)
 

@@ -14,10 +14,13 @@ initialisation.)
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import inspect
 import math
-from collections.abc import Callable
+import numbers
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +30,10 @@ from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from torch import Tensor
 
-from physml.models import EMBEDDINGS, MPGNN, TARGETS, target_columns
+from physml.errors import TrainingDiverged
+from physml.limits import over_limit
+from physml.models import EMBEDDINGS, MPGNN, target_columns
+from physml.settings import LECTURE_LR, LECTURE_SIZES, MASS_CUT, R_LINK, TARGETS
 
 __all__ = [
     "FAST_MAX_EPOCHS",
@@ -40,6 +46,7 @@ __all__ = [
     "make_loss",
     "make_trainer",
     "predict",
+    "run_directory",
 ]
 
 #: Epoch cap of :func:`make_trainer` in fast mode (CI, ``PHYSML_FAST=1``).
@@ -159,11 +166,12 @@ class GNNRegressor(pl.LightningModule):
         r_link: radius the graphs were built with, box units (0.2 = 5 Mpc/h in a 25 Mpc/h
             box).
         node_emb_size, edge_emb_size, hidden_size, n_layers: network sizes (see
-            :class:`~physml.models.MPGNN`).
+            :class:`~physml.models.MPGNN`); the defaults are the lecture model's
+            (:data:`physml.settings.LECTURE_SIZES`).
         embedding: ``"invariant"`` or ``"cartesian"``.
         target: ``"sigma8"`` or ``"both"`` (:data:`~physml.models.TARGETS`).
         loss: ``"heteroscedastic"`` or ``"gaussian_nll"`` (:data:`LOSSES`).
-        lr: AdamW learning rate.
+        lr: AdamW learning rate (the lecture's, :data:`physml.settings.LECTURE_LR`).
         weight_decay: AdamW (decoupled) weight decay.
         scheduler: ``"cosine"`` (cosine annealing over the trainer's ``max_epochs`` to
             ``lr / 100``), ``"plateau"`` (halve on a 5-epoch ``val_loss`` plateau) or
@@ -177,19 +185,19 @@ class GNNRegressor(pl.LightningModule):
 
     def __init__(
         self,
-        r_link: float = 0.2,
-        node_emb_size: int = 16,
-        edge_emb_size: int = 16,
-        hidden_size: int = 48,
-        n_layers: int = 2,
+        r_link: float = R_LINK,
+        node_emb_size: int = LECTURE_SIZES["node_emb_size"],
+        edge_emb_size: int = LECTURE_SIZES["edge_emb_size"],
+        hidden_size: int = LECTURE_SIZES["hidden_size"],
+        n_layers: int = LECTURE_SIZES["n_layers"],
         embedding: str = "invariant",
         target: str = "sigma8",
         loss: str = "heteroscedastic",
-        lr: float = 5e-4,
+        lr: float = LECTURE_LR,
         weight_decay: float = 1e-3,
         scheduler: str = "cosine",
         feature_norm: dict | None = None,
-        mass_cut: float = 2e11,
+        mass_cut: float = MASS_CUT,
         box_size_mpc: float = 25.0,
     ):
         super().__init__()
@@ -259,7 +267,7 @@ class GNNRegressor(pl.LightningModule):
                 "mean, std and y are finite: the loss itself overflowed (e.g. log of 0, or "
                 "std -> 0 with gaussian_nll); try a smaller lr"
             )
-        raise RuntimeError(
+        raise TrainingDiverged(
             f"non-finite {stage} loss ({self.hparams.loss}) = {float(loss.detach())} at epoch "
             f"{self.current_epoch}, batch {batch_idx}: {'; '.join(parts)}. Training stopped."
         )
@@ -304,6 +312,9 @@ class GNNRegressor(pl.LightningModule):
         from physml import __version__
 
         checkpoint["physml_version"] = str(__version__)
+        # recorded apart from the hyperparameters: load_model checks the two agree, so the
+        # weights of one embedding are never run as the other (their shapes match)
+        checkpoint["physml_embedding"] = str(self.hparams.embedding)
 
 
 # --------------------------------------------------------------------------- trainer
@@ -335,7 +346,7 @@ def make_trainer(
       where PyTorch has them, a warning elsewhere).
 
     Args:
-        max_epochs: maximum number of epochs.
+        max_epochs: maximum number of epochs, an integer >= 1.
         out_dir: directory for the checkpoint and logs (created).
         patience: early-stopping patience, epochs.
         fast: fast mode (CI): at most :data:`FAST_MAX_EPOCHS` epochs, no sanity validation,
@@ -348,10 +359,14 @@ def make_trainer(
     Returns:
         The trainer; its ``checkpoint_callback.best_model_path`` is the best checkpoint.
     """
+    if isinstance(max_epochs, bool) or not isinstance(max_epochs, numbers.Integral):
+        raise ValueError(f"epochs: expected an integer >= 1, got {max_epochs!r}")
+    max_epochs = int(max_epochs)
+    if max_epochs < 1:
+        raise ValueError(f"epochs: expected an integer >= 1, got {max_epochs!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(seed, workers=True, verbose=False)
-    max_epochs = int(max_epochs)
     if fast:
         max_epochs = min(max_epochs, FAST_MAX_EPOCHS)
     if _tensorboard_available():
@@ -389,7 +404,87 @@ def make_trainer(
     return pl.Trainer(**kwargs)
 
 
+def _lock_holder(lock: Path) -> int | None:
+    """pid recorded in a lock file when that process is alive, else ``None`` (stale lock)."""
+    try:
+        pid = int(lock.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return -1  # unreadable or half-written: treat as held
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, another user's
+    return pid
+
+
+@contextlib.contextmanager
+def run_directory(out_dir, overwrite: bool = True) -> Iterator[Path]:
+    """Hold ``out_dir`` for one training run: a lock file ``.NAME.physml-lock`` next to the
+    directory ``NAME`` (created atomically, holding the pid; outside the directory, which
+    Lightning expects empty) refuses a second run into the same directory while the first
+    is alive; a lock left by a dead process is taken over. With
+    ``overwrite=False`` a directory that already holds a finished run (``best.ckpt``) is
+    refused too. Raises :class:`FileExistsError` naming the directory."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = out.resolve().with_name(f".{out.resolve().name}.physml-lock")
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            holder = _lock_holder(lock)
+            if holder is not None:
+                raise FileExistsError(
+                    f"{out}: another training run (pid {holder}) is writing into this "
+                    f"directory (lock file {lock}); wait for it or use another --out "
+                    "(delete the lock file only if no such run is alive)"
+                ) from None
+            lock.unlink(missing_ok=True)  # stale: its process is gone
+    else:
+        raise FileExistsError(f"{out}: cannot take the lock file {lock}")
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    try:
+        if not overwrite and (out / "best.ckpt").exists():
+            raise FileExistsError(
+                f"{out}: holds a finished run (best.ckpt); use another --out, or --overwrite "
+                "to replace it"
+            )
+        yield out
+    finally:
+        lock.unlink(missing_ok=True)
+
+
 # --------------------------------------------------------------------------- loading
+
+
+def _check_sizes(path: Path, hparams: dict, state_dict) -> None:
+    """Refuse hyperparameters whose network does not have the stored weights' shapes, or
+    exceeds ``PHYSML_MAX_PARAMS``, before allocating it: the network is first built on the
+    ``meta`` device (shapes only, no memory)."""
+    if not isinstance(state_dict, dict):
+        raise ValueError(f"{path}: 'state_dict' is a {type(state_dict).__name__}, not a dict")
+    try:
+        with torch.device("meta"):
+            skeleton = GNNRegressor(**hparams)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: invalid hyper_parameters {hparams}: {err}") from err
+    shapes = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    n_params = sum(math.prod(s) for s in shapes.values())
+    msg = over_limit("PHYSML_MAX_PARAMS", n_params, f"{path}: hyper_parameters {hparams}")
+    if msg:
+        raise ValueError(msg)
+    stored = {k: tuple(v.shape) for k, v in state_dict.items() if isinstance(v, Tensor)}
+    if stored != shapes:
+        bad = sorted(k for k in set(shapes) | set(stored) if shapes.get(k) != stored.get(k))
+        raise ValueError(
+            f"{path}: state_dict mismatched with the stored hyper_parameters {hparams}: "
+            f"{len(bad)} tensor(s) differ, first {bad[0]!r}: expected "
+            f"{shapes.get(bad[0])}, stored {stored.get(bad[0])}"
+        )
 
 
 def load_model(checkpoint_path, map_location="cpu") -> GNNRegressor:
@@ -436,6 +531,13 @@ def load_model(checkpoint_path, map_location="cpu") -> GNNRegressor:
         raise ValueError(
             f"{path}: hyper_parameters has keys GNNRegressor does not accept: {unknown}"
         )
+    recorded = ckpt.get("physml_embedding")
+    if recorded is not None and recorded != hparams.get("embedding", "invariant"):
+        raise ValueError(
+            f"{path}: the weights were trained with the {recorded!r} embedding but "
+            f"hyper_parameters says {hparams.get('embedding')!r}"
+        )
+    _check_sizes(path, hparams, ckpt["state_dict"])
     try:
         model = GNNRegressor(**hparams)
     except (TypeError, ValueError) as err:

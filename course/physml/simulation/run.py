@@ -10,6 +10,7 @@ import torch
 
 from ..catalogs import Catalog
 from ..cosmology import Cosmology
+from ..settings import MASS_CUT
 from .fof import friends_of_friends
 from .ics import linear_modes, lpt_displacements, second_order_growth
 from .nbody import nbody
@@ -33,7 +34,7 @@ class SimulationConfig:
     a_start: float = 0.05
     linking_length: float = 0.2
     min_members: int = 20
-    mass_cut: float = 2e11
+    mass_cut: float = MASS_CUT
 
     def __post_init__(self):
         for name in ("n_particles", "n_mesh"):

@@ -1,0 +1,41 @@
+"""Configuration of the notebook tools (:mod:`notebooks`): where the notebooks are
+published (:data:`REPO`, :data:`BRANCH`: the one place a maintainer edits before
+publishing), where they live, which are generated from which, and the cell tags the tools
+and nbval read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+#: GitHub repository (owner/name) and branch the notebooks are published from: the Colab
+#: badges and the Colab install line point here. Set them, then run ``sync``.
+REPO = "physml-course/physml"
+BRANCH = "main"
+
+ROOT = Path(__file__).resolve().parents[1]
+#: directories (relative to the root) holding notebooks
+NOTEBOOK_DIRS = ("lecture14_gnn", "solutions")
+#: solution notebook -> generated student notebook (``.py`` paths relative to the root)
+STUDENT_VERSIONS = {
+    "solutions/03_task1_invariant_features.py": "lecture14_gnn/03_task1_invariant_features.py",
+    "solutions/04_task2_open_ended.py": "lecture14_gnn/04_task2_open_ended.py",
+}
+#: notebook -> modules next to it that it imports (fetched from GitHub in Colab)
+HELPERS = {"solutions/04_task2_open_ended.py": ("task2_models.py",)}
+#: notebook -> the optional extra of pyproject.toml its Colab setup cell installs with
+#: physml (the supplements need libraries that the lecture does not)
+EXTRAS = {
+    f"lecture14_gnn/{name}.py": "supplements"
+    for name in (
+        "05_differentiable_simulation",
+        "06_neural_physical_engine",
+        "07_flows_and_posteriors",
+    )
+}
+
+TEXT_FORMAT = "py:percent"
+IGNORE_OUTPUT_TAG = "nbval-ignore-output"
+SOLUTION_TAG = "solution"
+SETUP_MARKER = "# Colab: "
+SOLUTION_SUFFIX = " — solution"
+KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
