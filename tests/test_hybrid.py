@@ -27,6 +27,7 @@ from physml.simulation.hybrid import (
     reference_run,
     spline_basis,
 )
+from physml.simulation.mesh import wavenumbers
 
 BOX = 25.0
 TINY = HybridConfig(n_particles=8, n_mesh=8, n_steps=2, ref_mesh=16, ref_substeps=2, pk_mesh=8)
@@ -70,16 +71,22 @@ def test_zero_correction_is_the_plain_solver_exactly():
     assert torch.equal(xh, xp)
 
 
-def test_constant_filter_scales_the_force():
-    # f = c at every |k| (a constant spline): the force is (1 + c) times the plain one
+def test_corrected_force_is_the_plain_force_with_a_filtered_kernel():
+    # knot values (0, c, c, ...): the Green's function times 1 + the natural spline through
+    # them, evaluated independently with scipy at every |k| of the mesh
     cfg, c = HybridConfig(), 0.37
     net = CorrectionNet.for_config(cfg)
     with torch.no_grad():
-        net.out.bias.fill_(c)
+        net.out.bias.fill_(c)  # every knot but k = 0, which is held at zero
     hybrid = HybridForceSolver(cfg.n_mesh, BOX, 0.3, net)
     plain = ForceSolver(cfg.n_mesh, BOX, 0.3)
+    knots = net.knots.double().numpy()
+    spline = CubicSpline(knots, np.r_[0.0, np.full(len(knots) - 1, c)], bc_type="natural")
+    kx, ky, kz = wavenumbers(cfg.n_mesh, BOX, dtype=torch.float64)
+    kk = torch.sqrt(kx**2 + ky**2 + kz**2).numpy()
+    plain.kernel = plain.kernel * torch.from_numpy(1.0 + spline(kk)).float()
     pos, a = _particles(), torch.tensor(0.7, dtype=torch.float64)
-    torch.testing.assert_close(hybrid(pos, a), (1 + c) * plain(pos, a), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(hybrid(pos, a), plain(pos, a), rtol=1e-4, atol=1e-5)
 
 
 def test_spline_interpolates_its_knots_and_matches_scipy():
