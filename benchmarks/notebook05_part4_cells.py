@@ -39,9 +39,8 @@ HYB = HybridConfig()  # the settings described above
 HYB_FAST = fast_mode()  # PHYSML_FAST=1: a few training steps and one held-out seed
 HYB_ITERATIONS = 8 if HYB_FAST else 60
 HYB_SEEDS = [1] if HYB_FAST else [1, 2, 3, 4]  # held out: training uses seed 0
-print(
-    f"coarse Nyquist k_N = {HYB.k_nyquist:.2f} h/Mpc; band {HYB.k_nyquist / 4:.2f}-{HYB.k_nyquist / 2:.2f} h/Mpc"
-)
+k_n = HYB.k_nyquist
+print(f"coarse Nyquist k_N = {k_n:.2f} h/Mpc; band k_N/4-k_N/2 = {k_n / 4:.2f}-{k_n / 2:.2f} h/Mpc")
 
 # %% [markdown]
 # Training runs the coarse simulation forward and backward once per step, about 0.5 s
