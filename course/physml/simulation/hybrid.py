@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ..cosmology import Cosmology
 from .mesh import cross_power_spectrum, overdensity, power_spectrum, wavenumbers
