@@ -25,10 +25,11 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=None, help="training steps (default 60)")
     ap.add_argument("--seeds", type=int, default=4, help="held-out seeds per cosmology")
     ap.add_argument("--fast", action="store_true", help="a few iterations, one seed")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = ap.parse_args()
     iterations = args.iterations or (8 if args.fast else 60)
     n_seeds = 1 if args.fast else args.seeds
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     cfg = HybridConfig()
     print(
         f"box {cfg.box_size} Mpc/h, {cfg.n_particles}^3 particles; coarse: {cfg.n_mesh}^3 mesh, "
