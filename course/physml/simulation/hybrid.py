@@ -11,9 +11,9 @@ initialised so). The corrected solver plugs into :func:`physml.simulation.nbody`
 
 It is trained on ONE box against a reference run of the same initial conditions: the
 same particles on a 4x finer PM mesh with 4x more time steps (:class:`HybridConfig`:
-32^3 particles in 25 Mpc/h; coarse = 32^3 mesh, 20 steps, P(k) 5-25 % low between a
-quarter and a half of the Nyquist wavenumber k_N = 4.0 h/Mpc; reference = 128^3 mesh,
-80 steps, within 0.5 % of 160 steps up to k_N). The loss compares positions (minimum
+32^3 particles in 25 Mpc/h; coarse = 32^3 mesh, 20 steps, P(k) 9-23 % low between a
+quarter and a half of the Nyquist wavenumber k_N = 4.0 h/Mpc (mean of four seeds);
+reference = 128^3 mesh, 80 steps, within 0.5 % of 160 steps up to k_N). The loss compares positions (minimum
 image) and P(k) at every coarse step.
 Validation uses the P(k) ratio to the reference and the cross-correlation coefficient
 r(k) = P_xr / sqrt(P_xx P_rr) at a = 1 on other seeds and at another Omega_m.
@@ -220,7 +220,7 @@ def reference_run(
     """Positions of the reference run (ref_mesh^3 mesh, n_steps * ref_substeps steps) at
     the coarse step boundaries a > a_start: ``[n_steps, n_particles^3, 3]`` float32,
     Mpc/h. Cached under ``~/.cache/physml/hybrid`` (``cache_dir=False``: no cache), keyed
-    by the settings that define the run. About 1.3 s per run for the defaults on 2 CPU
+    by the settings that define the run. About 2 s per run for the defaults on 2 idle CPU
     cores."""
     kind = {
         "v": REFERENCE_FORMAT_VERSION,
@@ -321,8 +321,8 @@ def train_correction(
 ):
     """Fit a :class:`CorrectionNet` on one box against its reference run (Adam).
 
-    Returns (net, losses) with losses a list of floats, one per iteration. About 0.3 s per
-    iteration for the defaults on 2 CPU cores, plus one reference run."""
+    Returns (net, losses) with losses a list of floats, one per iteration. About 0.35 s per
+    iteration for the defaults on 2 idle CPU cores, plus one reference run."""
     ref = reference_run(omega_m, sigma_8, seed, config, cache_dir)
     ref_power = torch.stack([measured_power(r, config)[1] for r in ref])
     ics = initial_conditions(Cosmology(omega_m, sigma_8), seed, config.simulation_config())
@@ -411,8 +411,8 @@ def compare(
     cache_dir=None,
 ) -> Comparison:
     """Run coarse, corrected and reference boxes for each seed and compare them at a = 1.
-    About 1.5 s per seed for the defaults on 2 CPU cores (most of it the reference run,
-    which is cached)."""
+    About 2.5 s per seed for the defaults on 2 idle CPU cores, 0.5 s once the reference
+    run is cached."""
     rows = []
     for seed in tqdm(list(seeds), desc=f"Omega_m = {omega_m}", disable=not progress):
         ref = reference_run(omega_m, sigma_8, seed, config, cache_dir)[-1]
