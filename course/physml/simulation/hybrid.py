@@ -13,8 +13,8 @@ It is trained on ONE box against a reference run of the same initial conditions:
 same particles on a 4x finer PM mesh with 4x more time steps (:class:`HybridConfig`:
 32^3 particles in 25 Mpc/h; coarse = 32^3 mesh, 20 steps, P(k) 9-23 % low between a
 quarter and a half of the Nyquist wavenumber k_N = 4.0 h/Mpc (mean of four seeds);
-reference = 128^3 mesh, 80 steps, within 0.5 % of 160 steps up to k_N). The loss compares positions (minimum
-image) and P(k) at every coarse step.
+reference = 128^3 mesh, 80 steps, within 0.5 % of 160 steps up to k_N). The loss
+compares positions (minimum image) and P(k) at every coarse step.
 Validation uses the P(k) ratio to the reference and the cross-correlation coefficient
 r(k) = P_xr / sqrt(P_xx P_rr) at a = 1 on other seeds and at another Omega_m.
 
