@@ -24,7 +24,7 @@ import time
 import matplotlib.pyplot as plt
 import torch
 
-from physml.datasets import fast_mode
+from physml import fast_mode
 from physml.simulation.hybrid import (
     HybridConfig,
     coarse_run,

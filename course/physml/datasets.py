@@ -30,7 +30,7 @@ from torch_geometric.data import Dataset as PygDataset
 from torch_geometric.transforms import BaseTransform
 from tqdm import tqdm
 
-from . import __version__
+from . import __version__, fast_mode  # fast_mode: re-exported, its home is physml
 from .catalogs import Catalog, CatalogSet, checksum_file, load_catalogs, save_catalogs
 from .cosmology import PRIOR_RANGES, Cosmology
 from .graphs import radius_graph
@@ -43,11 +43,6 @@ FIDUCIAL = (0.3, 0.8)
 #: seed offsets per set, so that no two catalogs of different sets share a seed
 SEED_OFFSETS = {"lh": 0, "cv": 100_000, "1p": 200_000}
 CHECKSUMS_FILE = "checksums.json"
-
-
-def fast_mode() -> bool:
-    """True when ``PHYSML_FAST`` is set to a true value (CI, nbval): small subsets, few epochs."""
-    return os.environ.get("PHYSML_FAST", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def set_filename(name: str) -> str:
