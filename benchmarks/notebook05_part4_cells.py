@@ -14,7 +14,8 @@
 # 0.5 % of 160 steps in $P(k)$ up to the coarse Nyquist wavenumber
 # $k_N = \pi \cdot 32 / 25 \approx 4\,h\,$Mpc$^{-1}$). The loss compares the particle
 # positions and $\log P(k)$ at each of the 20 steps; gradients flow through the whole
-# simulation into the network. The net starts at zero, i.e. as the plain solver.
+# simulation into the network. The filter is held at zero for $k = 0$ (the PM force is
+# right on the largest scales), and the network starts at zero, i.e. as the plain solver.
 # `physml.simulation.hybrid` holds the filter, the network, the corrected force solver
 # (it plugs into `nbody(..., solver=...)`) and the comparison.
 
@@ -109,8 +110,9 @@ plt.show()
 # %% [markdown]
 # Read the table and the curves together. At the training cosmology and at
 # $\Omega_m = 0.4$ the correction removes most of the deficit in the shaded band, leaves
-# the largest scales as they were or better, and brings $r(k)$ slightly closer to 1:
-# it moves matter to the right places, not only in the right amount. At
+# the largest scales as they were or better, and brings $r(k)$ slightly closer to 1 in
+# the band and above it: it moves matter to the right places, not only in the right
+# amount. (Below the band $1 - r$ is tiny either way and changes by about $10^{-4}$.) At
 # $\Omega_m = 0.2$ it overshoots: structure grows differently there at the same $a$,
 # and a filter that knows only $a$ cannot tell. Feeding the network the growth factor
 # $D(a)$ or $\Omega_m(a)$ instead of $a$, or training on boxes of several cosmologies,
