@@ -2,7 +2,7 @@
 
 from .fof import Groups, friends_of_friends
 from .ics import linear_field, linear_modes, lpt_displacements, white_noise
-from .mesh import cic_paint, cic_readout, overdensity, power_spectrum
+from .mesh import cic_paint, cic_readout, cross_power_spectrum, overdensity, power_spectrum
 from .nbody import ForceSolver, nbody
 from .run import SimulationConfig, SimulationResult, initial_conditions, simulate
 
@@ -13,6 +13,7 @@ __all__ = [
     "SimulationResult",
     "cic_paint",
     "cic_readout",
+    "cross_power_spectrum",
     "friends_of_friends",
     "initial_conditions",
     "linear_field",

@@ -1,5 +1,5 @@
 """Mesh operations for the particle-mesh code: wavenumbers, cloud-in-cell paint and
-readout, and a binned power-spectrum estimator.
+readout, and binned power- and cross-power-spectrum estimators.
 
 Conventions: a mesh is a real tensor ``[n, n, n]`` covering a periodic box of side
 ``box_size`` (Mpc/h); cell i spans [i, i+1) * box_size / n. Particle positions are in
@@ -140,23 +140,50 @@ def power_spectrum(
     Returns (k ``[B]`` mean |k| per bin in h/Mpc, P ``[B]`` in (Mpc/h)^3, n_modes ``[B]``,
     the number of independent complex modes; empty bins are dropped).
     """
-    n = delta.shape[-1]
-    dk = torch.fft.rfftn(delta.to(torch.float64)) * (box_size / n) ** 3
-    p = dk.abs() ** 2 / box_size**3
+    return cross_power_spectrum(delta, delta, box_size, n_bins, k_max, deconvolve_cic)
+
+
+def cross_power_spectrum(
+    delta_a: torch.Tensor,
+    delta_b: torch.Tensor,
+    box_size: float,
+    n_bins: int = 16,
+    k_max: float | None = None,
+    deconvolve_cic: bool = False,
+):
+    """Spherically averaged cross-power spectrum Re<delta_a(k) delta_b*(k)> of two real fields.
+
+    delta_a, delta_b: ``[n, n, n]`` on the same periodic mesh of side box_size Mpc/h. Bins,
+    ``deconvolve_cic`` and the returned (k, P_ab, n_modes) as in :func:`power_spectrum`,
+    which is the case delta_a = delta_b. The cross-correlation coefficient is
+    r(k) = P_ab / sqrt(P_aa P_bb).
+    """
+    if delta_a.shape != delta_b.shape:
+        raise ValueError(
+            f"fields differ in shape: {tuple(delta_a.shape)} vs {tuple(delta_b.shape)}"
+        )
+    n = delta_a.shape[-1]
+    dka = torch.fft.rfftn(delta_a.to(torch.float64)) * (box_size / n) ** 3
+    if delta_b is delta_a:
+        p = dka.abs() ** 2 / box_size**3
+    else:
+        dkb = torch.fft.rfftn(delta_b.to(torch.float64)) * (box_size / n) ** 3
+        p = (dka * dkb.conj()).real / box_size**3
+    device = delta_a.device
     if deconvolve_cic:
-        p = p / cic_window(n, box_size, delta.device, torch.float64) ** 2
-    kx, ky, kz = wavenumbers(n, box_size, delta.device, torch.float64)
+        p = p / cic_window(n, box_size, device, torch.float64) ** 2
+    kx, ky, kz = wavenumbers(n, box_size, device, torch.float64)
     kk = torch.sqrt(kx**2 + ky**2 + kz**2)
     # modes with 0 < kz < n/2 stand for themselves and their conjugate partner
-    iz = torch.fft.rfftfreq(n, d=1.0 / n, device=delta.device)
+    iz = torch.fft.rfftfreq(n, d=1.0 / n, device=device)
     mult = torch.where((iz > 0) & (iz < n // 2), 2.0, 1.0).to(torch.float64).expand_as(kk)
     kf = 2.0 * math.pi / box_size
     k_max = math.pi * n / box_size if k_max is None else k_max
-    edges = torch.linspace(0.5 * kf, k_max, n_bins + 1, dtype=torch.float64, device=delta.device)
+    edges = torch.linspace(0.5 * kf, k_max, n_bins + 1, dtype=torch.float64, device=device)
     idx = torch.bucketize(kk.reshape(-1), edges) - 1
     ok = (idx >= 0) & (idx < n_bins)
     idx, m = idx[ok], mult.reshape(-1)[ok]
-    counts = torch.zeros(n_bins, dtype=torch.float64, device=delta.device).index_add(0, idx, m)
+    counts = torch.zeros(n_bins, dtype=torch.float64, device=device).index_add(0, idx, m)
     psum = torch.zeros_like(counts).index_add(0, idx, m * p.reshape(-1)[ok])
     ksum = torch.zeros_like(counts).index_add(0, idx, m * kk.reshape(-1)[ok])
     keep = counts > 0

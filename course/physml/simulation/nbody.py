@@ -60,8 +60,14 @@ class ForceSolver:
         as a learned correction, take it from :func:`nbody`."""
         n, cell = self.n, self.box / self.n
         delta = cic_paint(pos, n, self.box) * (n**3 / pos.shape[0]) - 1.0
-        phi = torch.fft.irfftn(torch.fft.rfftn(delta) * self.kernel, s=(n, n, n))
+        phi = torch.fft.irfftn(torch.fft.rfftn(delta) * self.kernel_at(a), s=(n, n, n))
         return -cic_readout_padded(fd_gradient_padded(phi, cell), pos, self.box)
+
+    def kernel_at(self, a) -> torch.Tensor:
+        """Fourier kernel ``[n, n, n // 2 + 1]`` that turns delta_k into phi_k at scale
+        factor ``a``; the same at every a here. A subclass that overrides it (a learned
+        correction, :mod:`physml.simulation.hybrid`) reuses the paint, solve and readout."""
+        return self.kernel
 
 
 class GrowthTable:
