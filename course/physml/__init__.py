@@ -1,6 +1,5 @@
 """physml: the Lecture 14 course library (cosmology, simulation, halo graphs, GNNs)."""
 
-import os
 from importlib.metadata import PackageNotFoundError, version
 
 try:
@@ -8,14 +7,9 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
 
-
-def fast_mode() -> bool:
-    """True when ``PHYSML_FAST`` is set to a true value (CI, nbval): small subsets, few epochs.
-
-    The one place that reads the variable; it lives here, with no heavy imports, so that
-    notebooks that need no graph code (the supplements) need not import
-    :mod:`physml.datasets`."""
-    return os.environ.get("PHYSML_FAST", "").strip().lower() in ("1", "true", "yes", "on")
-
+# The fast-mode switch (CI, nbval) at the package root, so that notebooks needing no graph
+# code (the supplements) can read it without importing torch_geometric; its home is
+# physml.settings, which imports nothing heavy.
+from .settings import fast_mode  # noqa: E402
 
 __all__ = ["__version__", "fast_mode"]

@@ -32,7 +32,7 @@ import torch
 from scipy.stats import qmc
 from tqdm import tqdm
 
-from . import __version__, fast_mode  # fast_mode: re-exported, its home is physml
+from . import __version__
 from .catalogs import Catalog, CatalogSet, checksum_file, load_catalogs, save_catalogs
 from .cosmology import PRIOR_RANGES, Cosmology
 from .settings import fast_mode  # noqa: F401  (kept importable here, see the docstring)

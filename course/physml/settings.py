@@ -41,5 +41,5 @@ def fast_mode() -> bool:
     """True when ``PHYSML_FAST`` is set to a true value (CI, nbval): small subsets, few epochs.
 
     The one place the environment variable is read; also importable as
-    ``physml.graphdata.fast_mode`` and ``physml.datasets.fast_mode``."""
+    ``physml.fast_mode``, ``physml.graphdata.fast_mode`` and ``physml.datasets.fast_mode``."""
     return os.environ.get("PHYSML_FAST", "").strip().lower() in ("1", "true", "yes", "on")
