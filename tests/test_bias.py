@@ -12,11 +12,12 @@ import torch
 from scipy import integrate, stats
 
 from physml.bias import (
-    ENGINE_PARAMS,
-    POWER_LAW_PARAMS,
+    IDENTIFIABLE,
+    PAPER,
     Box,
     EngineConstants,
     HaloField,
+    cube_symmetries,
     engine_network,
     expected_count,
     expected_counts,
@@ -26,6 +27,8 @@ from physml.bias import (
     log_intensity,
     log_likelihood,
     mixture_fields,
+    mixture_params,
+    param_names,
     periodic_conv3d,
     potential,
     simulate_box,
@@ -33,11 +36,7 @@ from physml.bias import (
 from physml.simulation import SimulationConfig
 
 F64 = torch.float64
-CUBE_SYMMETRIES = [
-    (perm, flips)
-    for perm in itertools.permutations(range(3))
-    for flips in itertools.product((False, True), repeat=3)
-]
+CUBE_SYMMETRIES = cube_symmetries()
 
 
 def test_kernel_index_map_counts_and_positions():
@@ -92,24 +91,9 @@ def _toy_field(n=8, n_boxes=2, n_halos=40, seed=0):
     return HaloField(x=x, halo_box=b, halo_voxel=voxel, log_mass=log_mass, voxel_volume=0.5)
 
 
-def _transformed(data: HaloField, perm, flips) -> HaloField:
-    n = data.x.shape[-1]
-    dims = [1 + d for d in range(3) if flips[d]]
-    x = data.x.permute(0, *(1 + p for p in perm)).flip(dims or [])
-    v = data.halo_voxel[:, list(perm)]
-    v = torch.where(torch.tensor(flips), n - 1 - v, v)
-    return HaloField(
-        x=x,
-        halo_box=data.halo_box,
-        halo_voxel=v,
-        log_mass=data.log_mass,
-        voxel_volume=data.voxel_volume,
-    )
-
-
 def _theta(seed=1):
     g = torch.Generator().manual_seed(seed)
-    return 0.5 * torch.randn(len(ENGINE_PARAMS), generator=g, dtype=F64)
+    return 0.5 * torch.randn(len(param_names("engine")), generator=g, dtype=F64)
 
 
 def test_shell_features_equal_the_convolution():
@@ -123,7 +107,7 @@ def test_shell_features_equal_the_convolution():
 def test_transformed_halos_sit_on_the_transformed_field():
     data = _toy_field()
     for perm, flips in CUBE_SYMMETRIES:
-        t = _transformed(data, perm, flips)
+        t = data.transformed(perm, flips)
         torch.testing.assert_close(t.at_halos(t.x), data.at_halos(data.x), rtol=0, atol=0)
 
 
@@ -133,16 +117,16 @@ def test_log_likelihood_invariant_under_the_48_cube_symmetries():
     ref = log_likelihood("engine", theta, data)
     kernel = fill_kernel(theta[:4])[None]
     rel = [
-        abs(float(log_likelihood("engine", theta, _transformed(data, p, f), kernel=kernel) - ref))
+        abs(float(log_likelihood("engine", theta, data.transformed(p, f), kernel=kernel) - ref))
         / abs(float(ref))
         for p, f in CUBE_SYMMETRIES
     ]
     assert max(rel) < 1e-6  # measured: ~1e-16
     # the power-law model sees each voxel alone: invariant too
-    tp = 0.3 * torch.ones(len(POWER_LAW_PARAMS), dtype=F64)
+    tp = 0.3 * torch.ones(len(param_names("power_law")), dtype=F64)
     refp = log_likelihood("power_law", tp, data)
     for p, f in CUBE_SYMMETRIES:
-        got = log_likelihood("power_law", tp, _transformed(data, p, f))
+        got = log_likelihood("power_law", tp, data.transformed(p, f))
         assert abs(float(got - refp)) < 1e-6 * abs(float(refp))
 
 
@@ -153,7 +137,7 @@ def test_log_likelihood_changes_under_a_non_symmetric_kernel():
     kernel = torch.randn(1, 3, 3, 3, generator=g, dtype=F64)
     ref = log_likelihood("engine", theta, data, kernel=kernel)
     rel = [
-        abs(float(log_likelihood("engine", theta, _transformed(data, p, f), kernel=kernel) - ref))
+        abs(float(log_likelihood("engine", theta, data.transformed(p, f), kernel=kernel) - ref))
         / abs(float(ref))
         for p, f in CUBE_SYMMETRIES[1:]  # all but the identity
     ]
@@ -268,3 +252,42 @@ def test_simulated_box_and_cache(tmp_path):
         HaloField.from_boxes(boxes, field="linear")
     with pytest.raises(ValueError, match="n_boxes"):
         load_boxes(0)
+
+
+def test_threshold_head_reads_amplitude_and_slope_at_the_threshold():
+    """The "threshold" head: ln of the intensity per unit volume at M_th is c0 and its
+    log-slope d ln(lambda) / d ln M there is c1 (finite differences)."""
+    const = EngineConstants(n_gaussians=1, head="threshold", initial_amplitude=-3.0)
+    slopes = torch.zeros(1, 3, 1, dtype=F64)
+    biases = torch.tensor([[[0.4], [-0.7], [0.3]]], dtype=F64)  # c0 - a0, c1, width
+    alpha, mu, sigma = mixture_params(0.0, slopes, biases, const)
+    u0, eps = const.log_mass_threshold, 1e-5
+
+    def log_lam(u):
+        return float(log_intensity(torch.tensor(u, dtype=F64), alpha, mu, sigma))
+
+    assert abs(log_lam(u0) - (-3.0 + 0.4)) < 1e-12
+    assert abs((log_lam(u0 + eps) - log_lam(u0 - eps)) / (2 * eps) - (-0.7)) < 1e-8
+    assert abs(float(sigma) - math.log1p(math.exp(0.3 + const.initial_width))) < 1e-12
+
+
+def test_parameter_sets_and_fixed_parameters():
+    assert len(param_names("engine", PAPER)) == 17  # the paper's count
+    assert len(param_names("power_law", PAPER)) == 7
+    names = param_names("engine", IDENTIFIABLE)
+    assert "a_1" not in names and "a'_1" not in names and len(names) == 9
+    # a fixed parameter is the same as passing its value in the full vector
+    data = _toy_field()
+    free = 0.2 * torch.ones(9, dtype=F64)
+    full_const = EngineConstants(
+        initial_amplitude=IDENTIFIABLE.initial_amplitude, n_gaussians=1, head="threshold"
+    )
+    full = torch.cat([free[:5], torch.tensor([1.0, 0.0], dtype=F64), free[5:]])
+    torch.testing.assert_close(
+        log_likelihood("engine", free, data, IDENTIFIABLE),
+        log_likelihood("engine", full, data, full_const),
+    )
+    with pytest.raises(ValueError, match="unknown"):
+        param_names("engine", EngineConstants(engine_fixed=(("w_x", 1.0),)))
+    with pytest.raises(ValueError, match="head"):
+        EngineConstants(head="other")

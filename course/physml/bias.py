@@ -199,6 +199,15 @@ def load_boxes(
 SHELLS = ("centre", "faces", "edges", "corners")
 
 
+def cube_symmetries() -> list[tuple[tuple[int, ...], tuple[bool, ...]]]:
+    """The 48 symmetries of the cube as (axis permutation, mirror flags): 6 x 8."""
+    return [
+        (perm, flips)
+        for perm in itertools.permutations(range(3))
+        for flips in itertools.product((False, True), repeat=3)
+    ]
+
+
 def kernel_index_map(device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """The explicit index map of the l = 0 3x3x3 kernel (the sketch's ``kernel_indices`` and
     ``weight_index``).
@@ -241,44 +250,83 @@ def periodic_conv3d(field: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- the model
 
-#: the 17 parameters of the neural physical engine, in the order of the source sketch
-ENGINE_PARAMS = (
-    *(f"w_{s}" for s in SHELLS),
-    "b_conv",
-    "a_1",
-    "a_2",
-    "a'_1",
-    "a'_2",
-    "m_1",
-    "m_2",
-    "m'_1",
-    "m'_2",
-    "s_1",
-    "s_2",
-    "s'_1",
-    "s'_2",
-)
-#: the 7 parameters of the power-law bias model
-POWER_LAW_PARAMS = ("beta", "a'_1", "a'_2", "m'_1", "m'_2", "s'_1", "s'_2")
+
+def _all_names(model: str, n_gaussians: int) -> tuple[str, ...]:
+    js = range(1, n_gaussians + 1)
+    if model == "engine":
+        mdn = [f"{r}{kind}_{j}" for r in "ams" for kind in ("", "'") for j in js]
+        return (*(f"w_{s}" for s in SHELLS), "b_conv", *mdn)
+    if model == "power_law":
+        return ("beta", *(f"{r}'_{j}" for r in "ams" for j in js))
+    raise ValueError(f"model: expected 'engine' or 'power_law', got {model!r}")
+
+
+def param_names(model: str, const: EngineConstants | None = None) -> tuple[str, ...]:
+    """Names of the free parameters, in the order of theta. "engine": the 4 kernel weights,
+    the convolution's bias, then for the amplitudes (a), means (m) and widths (s) of the
+    Gaussians their slopes in h (a_j, ...) and their biases (a'_j, ...), the order of the
+    source sketch (17 parameters with 2 Gaussians), less those held fixed by
+    ``const.engine_fixed``. "power_law": beta, then the biases."""
+    const = const or EngineConstants()
+    names = _all_names(model, const.n_gaussians)
+    if model == "engine":
+        fixed = dict(const.engine_fixed)
+        unknown = set(fixed) - set(names)
+        if unknown:
+            raise ValueError(f"engine_fixed: unknown parameters {sorted(unknown)}")
+        names = tuple(n for n in names if n not in fixed)
+    return names
+
+
+def _expand(model: str, theta: torch.Tensor, const: EngineConstants) -> torch.Tensor:
+    """Free parameters ``[P, D]`` -> all parameters ``[P, D_all]`` (fixed ones inserted)."""
+    if model != "engine" or not const.engine_fixed:
+        return theta
+    fixed = dict(const.engine_fixed)
+    cols, i = [], 0
+    for name in _all_names(model, const.n_gaussians):
+        if name in fixed:
+            cols.append(theta.new_full((theta.shape[0],), float(fixed[name])))
+        else:
+            cols.append(theta[:, i])
+            i += 1
+    return torch.stack(cols, -1)
+
+
 #: 1 + delta is floored at this value before the logarithm (a few voxels are empty)
 LOG_DENSITY_FLOOR = 1e-2
 
 
 @dataclass(frozen=True)
 class EngineConstants:
-    """The constants of the reparametrisation (the sketch's initial amplitude, log mass
-    threshold and initial width), so that the fitted parameters are of order one and a
-    Gaussian prior of width ``prior_width`` on all of them is broad.
+    """How the mixture is parametrised, and the constants of the reparametrisation (the
+    sketch's initial amplitude, log mass threshold and initial width), so that the fitted
+    parameters are of order one and a Gaussian prior of width ``prior_width`` on all of
+    them is broad.
 
-    mass_threshold: Msun/h (the lecture mass cut); initial_amplitude: ln of the mixture
-    amplitude in h^3 / Mpc^3 per unit ln M at zero parameters; initial_width: softplus of it
-    is the widths of the Gaussians in ln M at zero parameters.
+    mass_threshold: Msun/h (the lecture mass cut); n_gaussians: Gaussians in the mixture
+    (2 in the paper). head: "sketch" (the paper's: amplitude alpha = softplus(. +
+    initial_amplitude) in h^3 / Mpc^3, ordered means mu_1 = . + ln M_th, mu_j = mu_(j-1) +
+    relu(.), widths sigma = softplus(. + initial_width)) or "threshold" (each Gaussian by
+    what the halos above the threshold see: c0 = . + initial_amplitude, the ln of its
+    intensity at M_th per unit volume and ln M; c1 = ., the log-slope d ln n / d ln M + 1 there;
+    sigma = softplus(. + initial_width); the same family of functions). engine_fixed:
+    ``((name, value), ...)`` engine parameters held fixed (not sampled).
     """
 
     mass_threshold: float = 2e11
     initial_amplitude: float = math.log(1e-2)
     initial_width: float = 0.5
     prior_width: float = 10.0
+    n_gaussians: int = 2
+    head: str = "sketch"
+    engine_fixed: tuple = ()
+
+    def __post_init__(self):
+        if self.n_gaussians < 1:
+            raise ValueError(f"n_gaussians must be >= 1, got {self.n_gaussians}")
+        if self.head not in ("sketch", "threshold"):
+            raise ValueError(f"head: expected 'sketch' or 'threshold', got {self.head!r}")
 
     @property
     def log_mass_threshold(self) -> float:
@@ -332,6 +380,17 @@ class HaloField:
     def n_halos(self) -> int:
         return self.log_mass.shape[0]
 
+    def transformed(self, perm, flips) -> HaloField:
+        """The same boxes under a symmetry of the cube: axes permuted by ``perm`` (a
+        permutation of (0, 1, 2)), then axis d mirrored (i -> n - 1 - i) where ``flips[d]``;
+        field and halos together."""
+        n = self.x.shape[-1]
+        dims = [1 + d for d in range(3) if flips[d]]
+        x = self.x.permute(0, *(1 + p for p in perm)).flip(dims or [])
+        v = self.halo_voxel[:, list(perm)]
+        v = torch.where(torch.tensor(flips, device=v.device), n - 1 - v, v)
+        return HaloField(x, self.halo_box, v, self.log_mass, self.voxel_volume)
+
     def at_halos(self, grid: torch.Tensor) -> torch.Tensor:
         """Values of a ``[..., B, n, n, n]`` grid in each halo's voxel, ``[..., H]``."""
         v = self.halo_voxel
@@ -339,25 +398,35 @@ class HaloField:
 
 
 def mixture_params(h, slopes: torch.Tensor, biases: torch.Tensor, const: EngineConstants):
-    """The mixture density network: amplitudes, ordered means and widths of the 2 Gaussians.
+    """The mixture density network's head: amplitudes, means and widths of the Gaussians
+    (see :class:`EngineConstants` for the two parametrisations).
 
     h: ``[P, ...]`` network output (or a float 0 for an environment-independent mixture);
-    slopes, biases: ``[P, 3, 2]`` (amplitude, mean, width rows; one column per Gaussian)
-    for P parameter sets. Returns alpha, mu, sigma, each ``[P, ..., 2]``: the amplitude in
+    slopes, biases: ``[P, 3, K]`` (amplitude, mean, width rows; one column per Gaussian)
+    for P parameter sets. Returns alpha, mu, sigma, each ``[P, ..., K]``: the amplitude in
     h^3 / Mpc^3, and mean and width in ln(M / (Msun/h)).
     """
-    n_sets = slopes.shape[0]
-    offsets = [const.initial_amplitude] * 2 + [const.log_mass_threshold, 0.0]
-    offsets = biases.new_tensor(offsets + [const.initial_width] * 2)
-    b6 = biases.reshape(n_sets, 6) + offsets
-    if torch.is_tensor(h):  # one fused multiply-add for all 6 pre-activations
-        shape = (n_sets,) + (1,) * (h.dim() - 1) + (6,)
-        pre = torch.addcmul(b6.view(shape), h[..., None], slopes.reshape(n_sets, 6).view(shape))
+    n_sets, _, k = slopes.shape
+    sketch = const.head == "sketch"
+    mean_offsets = [const.log_mass_threshold] + [0.0] * (k - 1) if sketch else [0.0] * k
+    offsets = [const.initial_amplitude] * k + mean_offsets + [const.initial_width] * k
+    b = biases.reshape(n_sets, 3 * k) + biases.new_tensor(offsets)
+    if torch.is_tensor(h):  # one fused multiply-add for all 3 k pre-activations
+        shape = (n_sets,) + (1,) * (h.dim() - 1) + (3 * k,)
+        pre = torch.addcmul(b.view(shape), h[..., None], slopes.reshape(n_sets, 3 * k).view(shape))
     else:
-        pre = b6 + h * slopes.reshape(n_sets, 6)
-    alpha = F.softplus(pre[..., 0:2])
-    mu = torch.stack([pre[..., 2], pre[..., 2] + torch.relu(pre[..., 3])], -1)
-    sigma = F.softplus(pre[..., 4:6])
+        pre = b + h * slopes.reshape(n_sets, 3 * k)
+    sigma = F.softplus(pre[..., 2 * k :])
+    if sketch:
+        alpha = F.softplus(pre[..., :k])
+        # ordered means: mu_1, then mu_j = mu_(j-1) + relu(...)
+        mu = torch.cat([pre[..., k : k + 1], torch.relu(pre[..., k + 1 : 2 * k])], -1)
+        return alpha, mu.cumsum(-1), sigma
+    # threshold head: ln n(M_th) = c0, d ln(M n) / d ln M = c1 at M_th
+    d = sigma**2 * (pre[..., k : 2 * k] - 1.0)  # mu - ln M_th
+    log_alpha = pre[..., :k] + torch.log(sigma) + 0.5 * math.log(2 * math.pi) + d
+    alpha = torch.exp(log_alpha + 0.5 * (d / sigma) ** 2)
+    mu = const.log_mass_threshold + d
     return alpha, mu, sigma
 
 
@@ -415,30 +484,31 @@ def engine_network(theta: torch.Tensor, data: HaloField, kernel: torch.Tensor | 
     return F.softplus(conv + theta[:, 4].view(-1, 1, 1, 1, 1))
 
 
-def _engine_mdn(theta):
-    p = theta[:, 5:].view(-1, 3, 2, 2)  # rows (amplitude, mean, width) x (slopes, biases) x j
+def _engine_mdn(theta, k: int):
+    p = theta[:, 5:].view(-1, 3, 2, k)  # rows (amplitude, mean, width) x (slopes, biases) x j
     return p[:, :, 0], p[:, :, 1]
 
 
 def mixture_fields(model: str, theta: torch.Tensor, data: HaloField, const, kernel=None):
     """The mixture parameters of ``model`` ("engine" or "power_law") on the grid and at the
     halos: ((alpha, mu, sigma) each ``[P, B, n, n, n, 2]`` or broadcastable to it,
-    (alpha, mu, sigma) each ``[P, H, 2]``). theta: ``[P, 17]`` or ``[P, 7]``."""
+    (alpha, mu, sigma) each ``[P, H, K]``). theta: ``[P, D]``, D = :func:`n_params`."""
     if model == "engine":
         h = engine_network(theta, data, kernel)  # [P, B, n, n, n]
-        slopes, biases = _engine_mdn(theta)
+        slopes, biases = _engine_mdn(theta, const.n_gaussians)
         return (
             mixture_params(h, slopes, biases, const),
             mixture_params(data.at_halos(h), slopes, biases, const),
         )
     if model == "power_law":
-        z = torch.zeros_like(theta[:, 1:]).view(-1, 3, 2)
-        la, mu, sig = mixture_params(0.0, z, theta[:, 1:].view(-1, 3, 2), const)  # [P, 2]
+        k = const.n_gaussians
+        z = torch.zeros_like(theta[:, 1:]).view(-1, 3, k)
+        la, mu, sig = mixture_params(0.0, z, theta[:, 1:].view(-1, 3, k), const)  # [P, k]
         beta = theta[:, 0].view(-1, 1, 1, 1, 1, 1)
         on_grid = (
-            la.view(-1, 1, 1, 1, 1, 2) * torch.exp(beta * data.x[None, ..., None]),
-            mu.view(-1, 1, 1, 1, 1, 2),
-            sig.view(-1, 1, 1, 1, 1, 2),
+            la.view(-1, 1, 1, 1, 1, k) * torch.exp(beta * data.x[None, ..., None]),
+            mu.view(-1, 1, 1, 1, 1, k),
+            sig.view(-1, 1, 1, 1, 1, k),
         )
         x_h = data.at_halos(data.x)[None, :, None]  # [1, H, 1]
         at_halos = (la[:, None] * torch.exp(beta.view(-1, 1, 1) * x_h), mu[:, None], sig[:, None])
@@ -446,7 +516,9 @@ def mixture_fields(model: str, theta: torch.Tensor, data: HaloField, const, kern
     raise ValueError(f"model: expected 'engine' or 'power_law', got {model!r}")
 
 
-N_PARAMS = {"engine": len(ENGINE_PARAMS), "power_law": len(POWER_LAW_PARAMS)}
+def n_params(model: str, const: EngineConstants = EngineConstants()) -> int:
+    """Number of parameters of ``model`` (17 and 7 with 2 Gaussians)."""
+    return len(param_names(model, const))
 
 
 def log_likelihood(
@@ -456,17 +528,16 @@ def log_likelihood(
     const: EngineConstants = EngineConstants(),
     kernel: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Poisson log-likelihood of the halos, in nats, under ``model``: "engine" (theta
-    ``[17]`` or ``[P, 17]``, the order of :data:`ENGINE_PARAMS`) or "power_law" (``[7]`` or
-    ``[P, 7]``, :data:`POWER_LAW_PARAMS`). Returns ``[]`` or ``[P]``:
+    """Poisson log-likelihood of the halos, in nats, under ``model``: "engine" or
+    "power_law", theta ``[D]`` or ``[P, D]`` in the order of :func:`param_names` (D = 17 and
+    7 for the paper's constants). Returns ``[]`` or ``[P]``:
     ``sum_halos ln lambda_v(ln M_i) - sum_voxels N_v``, with lambda the intensity per voxel
     and unit ln M and N_v the expected count above the threshold. ``kernel``
     ``[P, 3, 3, 3]`` replaces the engine's l = 0 kernel (to test the symmetry).
     """
-    if model not in N_PARAMS:
-        raise ValueError(f"model: expected 'engine' or 'power_law', got {model!r}")
     single = theta.dim() == 1
-    theta = _as_batch(theta, N_PARAMS[model], f"log_likelihood({model!r})")
+    theta = _as_batch(theta, n_params(model, const), f"log_likelihood({model!r})")
+    theta = _expand(model, theta, const)
     grid, halos = mixture_fields(model, theta, data, const, kernel)
     v = data.voxel_volume
     expected = expected_count(*grid, const.log_mass_threshold, None, v)
@@ -485,7 +556,8 @@ def expected_counts(
     ``[B, n, n, n]`` (theta ``[D]``), with mass in ``mass_range`` = (lo, hi) Msun/h (default:
     above the threshold; hi None: no upper limit)."""
     single = theta.dim() == 1
-    theta = _as_batch(theta, N_PARAMS.get(model, 0), f"expected_counts({model!r})")
+    theta = _as_batch(theta, n_params(model, const), f"expected_counts({model!r})")
+    theta = _expand(model, theta, const)
     lo, hi = mass_range or (const.mass_threshold, None)
     grid, _ = mixture_fields(model, theta, data, const)
     u_hi = None if hi is None else math.log(hi)
@@ -505,10 +577,83 @@ def log_prior(theta: torch.Tensor, const: EngineConstants = EngineConstants()) -
 def potential(model: str, data: HaloField, const: EngineConstants = EngineConstants()):
     """U(theta) = -ln likelihood - ln prior for ``model`` in {"engine", "power_law"}: a function
     ``[D]`` or ``[P, D]`` -> ``[]`` or ``[P]``, for HMC."""
-    if model not in N_PARAMS:
-        raise ValueError(f"model: expected 'engine' or 'power_law', got {model!r}")
+    n_params(model, const)  # checks the model name
 
     def u(theta):
         return -(log_likelihood(model, theta, data, const) + log_prior(theta, const))
 
     return u
+
+
+# --------------------------------------------------------------------------- fitting helpers
+
+
+def initial_theta(
+    model: str, const: EngineConstants = EngineConstants(), dtype=torch.float64
+) -> torch.Tensor:
+    """A starting point for the fits: zeros (the constants of :class:`EngineConstants`;
+    beta = 1 for the power law), with the Gaussians pulled apart (each mean 2 above the
+    previous one, the first amplitude lower) so that the symmetric saddle between them is
+    left at once."""
+    names = param_names(model, const)
+    theta = torch.zeros(len(names), dtype=dtype)
+    if model == "power_law":
+        theta[0] = 1.0
+    if const.n_gaussians > 1 and const.head == "sketch":
+        theta[names.index("a'_1")] = -1.0
+        for j in range(2, const.n_gaussians + 1):
+            theta[names.index(f"m'_{j}")] = 2.0
+    return theta
+
+
+def posterior_log_likelihood(
+    model: str,
+    samples: torch.Tensor,
+    data: HaloField,
+    const: EngineConstants = EngineConstants(),
+    chunk: int = 8,
+) -> torch.Tensor:
+    """Log-likelihood of ``data`` at each of ``samples`` ``[S, D]``, ``[S]`` (in chunks of
+    ``chunk`` parameter sets to bound memory)."""
+    with torch.no_grad():
+        return torch.cat([log_likelihood(model, s, data, const) for s in samples.split(chunk)])
+
+
+def mass_function(
+    model: str,
+    samples: torch.Tensor,
+    data: HaloField,
+    edges,
+    const: EngineConstants = EngineConstants(),
+    chunk: int = 8,
+) -> torch.Tensor:
+    """Predicted number of halos in each mass bin, summed over all voxels of ``data``, at
+    each of ``samples`` ``[S, D]``: ``[S, K]`` for bin edges ``edges`` ``[K + 1]`` (Msun/h)."""
+    edges = [float(e) for e in edges]
+    out = []
+    with torch.no_grad():
+        for s in samples.split(chunk):
+            per_bin = [
+                expected_counts(model, s, data, const, (lo, hi)).flatten(1).sum(-1)
+                for lo, hi in zip(edges[:-1], edges[1:], strict=True)
+            ]
+            out.append(torch.stack(per_bin, -1))
+    return torch.cat(out)
+
+
+def measured_mass_function(data: HaloField, edges) -> np.ndarray:
+    """Number of halos of ``data`` in each mass bin, ``[K]`` int64 (edges in Msun/h)."""
+    return np.histogram(data.log_mass.cpu().numpy(), np.log(np.asarray(edges, float)))[0]
+
+
+#: the paper's engine: 2 Gaussians in the sketch's parametrisation, 17 parameters
+PAPER = EngineConstants()
+#: an identifiable engine for sampling: one Gaussian parametrised at the threshold, and the
+#: network output h is the log amplitude itself (a_1 = 1, a'_1 = 0: no scale or offset of h
+#: to trade against the head), so ln n(M_th) = ln(1e-4) + softplus(conv + b); 9 parameters
+IDENTIFIABLE = EngineConstants(
+    initial_amplitude=math.log(1e-4),
+    n_gaussians=1,
+    head="threshold",
+    engine_fixed=(("a_1", 1.0), ("a'_1", 0.0)),
+)

@@ -151,10 +151,20 @@ def hmc(
 # --------------------------------------------------------------------------- preconditioning
 
 
-def find_map(potential, init: torch.Tensor, max_iter: int = 500) -> torch.Tensor:
-    """Minimise the potential (maximum a posteriori) with L-BFGS from ``init`` ``[D]``;
-    returns ``[D]``."""
+def find_map(
+    potential, init: torch.Tensor, max_iter: int = 500, n_adam: int = 0, lr: float = 0.05
+) -> torch.Tensor:
+    """Minimise the potential (maximum a posteriori) from ``init`` ``[D]``: ``n_adam`` Adam
+    steps of learning rate ``lr`` first (robust far from the mode), then L-BFGS with a
+    strong-Wolfe line search for at most ``max_iter`` iterations (fast near it). Returns
+    ``[D]``."""
     q = init.detach().clone().requires_grad_(True)
+    if n_adam > 0:
+        adam = torch.optim.Adam([q], lr=lr)
+        for _ in range(n_adam):
+            adam.zero_grad()
+            potential(q).backward()
+            adam.step()
     opt = torch.optim.LBFGS(
         [q],
         lr=1.0,
@@ -172,6 +182,8 @@ def find_map(potential, init: torch.Tensor, max_iter: int = 500) -> torch.Tensor
         return u
 
     opt.step(closure)
+    if not torch.isfinite(q).all():
+        raise FloatingPointError("find_map: the optimisation left the finite region")
     return q.detach()
 
 
