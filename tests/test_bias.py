@@ -158,7 +158,7 @@ def test_expected_count_matches_quadrature(seed):
             for a, m, s in zip(alpha, mu, sigma, strict=True)
         )
 
-    t = [torch.tensor(v, dtype=F64) for v in (alpha, mu, sigma)]
+    t = [torch.tensor(v, dtype=F64) for v in (np.log(alpha), mu, sigma)]
     for hi in (None, u_hi):
         # integrate in ln M (dM = M dlnM), where the integrand is smooth
         want, _ = integrate.quad(
@@ -260,11 +260,11 @@ def test_threshold_head_reads_amplitude_and_slope_at_the_threshold():
     const = EngineConstants(n_gaussians=1, head="threshold", initial_amplitude=-3.0)
     slopes = torch.zeros(1, 3, 1, dtype=F64)
     biases = torch.tensor([[[0.4], [-0.7], [0.3]]], dtype=F64)  # c0 - a0, c1, width
-    alpha, mu, sigma = mixture_params(0.0, slopes, biases, const)
+    log_alpha, mu, sigma = mixture_params(0.0, slopes, biases, const)
     u0, eps = const.log_mass_threshold, 1e-5
 
     def log_lam(u):
-        return float(log_intensity(torch.tensor(u, dtype=F64), alpha, mu, sigma))
+        return float(log_intensity(torch.tensor(u, dtype=F64), log_alpha, mu, sigma))
 
     assert abs(log_lam(u0) - (-3.0 + 0.4)) < 1e-12
     assert abs((log_lam(u0 + eps) - log_lam(u0 - eps)) / (2 * eps) - (-0.7)) < 1e-8
@@ -291,3 +291,17 @@ def test_parameter_sets_and_fixed_parameters():
         param_names("engine", EngineConstants(engine_fixed=(("w_x", 1.0),)))
     with pytest.raises(ValueError, match="head"):
         EngineConstants(head="other")
+
+
+def test_expected_count_is_finite_where_the_plain_formula_overflows():
+    """alpha exp(sigma^2 / 2) = e^793 overflows float64 for sigma = 40, erfc(30) underflows;
+    their product is finite. Reference: ln erfc(z) = ln 2 + ln Phi(-sqrt(2) z) (scipy)."""
+    from scipy.special import log_ndtr
+
+    u_lo, sigma, z = math.log(2e11), 40.0, 30.0
+    mu = u_lo - sigma**2 - z * math.sqrt(2.0) * sigma
+    t = [torch.tensor([v], dtype=F64) for v in (math.log(1e-3), mu, sigma)]
+    got = float(expected_count(*t, u_lo))
+    log_want = math.log(0.5e-3) + 0.5 * sigma**2 + math.log(2.0) + log_ndtr(-math.sqrt(2.0) * z)
+    assert math.isfinite(got) and got > 0
+    assert abs(math.log(got) - log_want) < 1e-10

@@ -403,8 +403,8 @@ def mixture_params(h, slopes: torch.Tensor, biases: torch.Tensor, const: EngineC
 
     h: ``[P, ...]`` network output (or a float 0 for an environment-independent mixture);
     slopes, biases: ``[P, 3, K]`` (amplitude, mean, width rows; one column per Gaussian)
-    for P parameter sets. Returns alpha, mu, sigma, each ``[P, ..., K]``: the amplitude in
-    h^3 / Mpc^3, and mean and width in ln(M / (Msun/h)).
+    for P parameter sets. Returns log_alpha, mu, sigma, each ``[P, ..., K]``: ln of the
+    amplitude alpha in h^3 / Mpc^3, and mean and width in ln(M / (Msun/h)).
     """
     n_sets, _, k = slopes.shape
     sketch = const.head == "sketch"
@@ -418,43 +418,54 @@ def mixture_params(h, slopes: torch.Tensor, biases: torch.Tensor, const: EngineC
         pre = b + h * slopes.reshape(n_sets, 3 * k)
     sigma = F.softplus(pre[..., 2 * k :])
     if sketch:
-        alpha = F.softplus(pre[..., :k])
+        a = pre[..., :k]  # ln softplus(a), also where softplus(a) underflows
+        log_alpha = torch.where(a < -30.0, a, torch.log(F.softplus(a.clamp(min=-30.0))))
         # ordered means: mu_1, then mu_j = mu_(j-1) + relu(...)
         mu = torch.cat([pre[..., k : k + 1], torch.relu(pre[..., k + 1 : 2 * k])], -1)
-        return alpha, mu.cumsum(-1), sigma
+        return log_alpha, mu.cumsum(-1), sigma
     # threshold head: ln n(M_th) = c0, d ln(M n) / d ln M = c1 at M_th
     d = sigma**2 * (pre[..., k : 2 * k] - 1.0)  # mu - ln M_th
     log_alpha = pre[..., :k] + torch.log(sigma) + 0.5 * math.log(2 * math.pi) + d
-    alpha = torch.exp(log_alpha + 0.5 * (d / sigma) ** 2)
+    log_alpha = log_alpha + 0.5 * (d / sigma) ** 2
     mu = const.log_mass_threshold + d
-    return alpha, mu, sigma
+    return log_alpha, mu, sigma
 
 
-def expected_count(alpha, mu, sigma, u_lo: float, u_hi: float | None = None, volume=1.0):
+def log_erfc(z: torch.Tensor) -> torch.Tensor:
+    """ln erfc(z), accurate for large positive z (through erfcx) and differentiable."""
+    zp, zn = z.clamp(min=0.0), z.clamp(max=0.0)
+    return torch.where(
+        z > 0, torch.log(torch.special.erfcx(zp)) - zp * zp, torch.log(torch.erfc(zn))
+    )
+
+
+def expected_count(log_alpha, mu, sigma, u_lo: float, u_hi: float | None = None, volume=1.0):
     """Expected number of halos with u_lo <= ln M < u_hi (default: no upper limit) in a
     voxel of volume V, summed over the Gaussians: the closed form of
     ``V int alpha / e^mu N(ln M; mu, sigma) dM = V alpha / 2 exp(sigma^2 / 2)
-    [erfc(z_lo) - erfc(z_hi)]``, z = (u - mu - sigma^2) / (sqrt(2) sigma).
+    [erfc(z_lo) - erfc(z_hi)]``, z = (u - mu - sigma^2) / (sqrt(2) sigma), evaluated in
+    logarithms (alpha exp(sigma^2 / 2) alone can overflow where erfc underflows).
 
-    alpha (h^3 / Mpc^3), mu, sigma: ``[..., 2]``; u_lo, u_hi: ln(M / (Msun/h)); volume:
-    (Mpc/h)^3. Returns ``[...]``.
+    log_alpha (ln of h^3 / Mpc^3), mu, sigma: ``[..., K]``; u_lo, u_hi: ln(M / (Msun/h));
+    volume: (Mpc/h)^3. Returns ``[...]``.
     """
     var = sigma * sigma
     inv = torch.rsqrt(2.0 * var)
     shift = mu + var
-    mass = torch.erfc((u_lo - shift) * inv)
+    log_front = log_alpha + 0.5 * var + math.log(0.5 * volume)
+    n = torch.exp(log_front + log_erfc((u_lo - shift) * inv))
     if u_hi is not None:
-        mass = mass - torch.erfc((u_hi - shift) * inv)
-    return (0.5 * volume) * (alpha * torch.exp(0.5 * var) * mass).sum(-1)
+        n = n - torch.exp(log_front + log_erfc((u_hi - shift) * inv))
+    return n.sum(-1)
 
 
-def log_intensity(u, alpha, mu, sigma, volume=1.0):
+def log_intensity(u, log_alpha, mu, sigma, volume=1.0):
     """ln of the expected number of halos per voxel per unit ln M at u = ln(M / (Msun/h)):
     ``ln sum_j V alpha_j e^(u - mu_j) N(u; mu_j, sigma_j)``. u: ``[...]``; the others
     ``[..., 2]``; volume: (Mpc/h)^3. Returns ``[...]``."""
     u = u[..., None]
     per = (
-        torch.log(alpha.clamp(min=1e-300))
+        log_alpha
         + (u - mu)
         - 0.5 * ((u - mu) / sigma) ** 2
         - torch.log(sigma)
@@ -491,8 +502,8 @@ def _engine_mdn(theta, k: int):
 
 def mixture_fields(model: str, theta: torch.Tensor, data: HaloField, const, kernel=None):
     """The mixture parameters of ``model`` ("engine" or "power_law") on the grid and at the
-    halos: ((alpha, mu, sigma) each ``[P, B, n, n, n, 2]`` or broadcastable to it,
-    (alpha, mu, sigma) each ``[P, H, K]``). theta: ``[P, D]``, D = :func:`n_params`."""
+    halos: ((log_alpha, mu, sigma) each ``[P, B, n, n, n, 2]`` or broadcastable to it,
+    (log_alpha, mu, sigma) each ``[P, H, K]``). theta: ``[P, D]``, D = :func:`n_params`."""
     if model == "engine":
         h = engine_network(theta, data, kernel)  # [P, B, n, n, n]
         slopes, biases = _engine_mdn(theta, const.n_gaussians)
@@ -506,12 +517,12 @@ def mixture_fields(model: str, theta: torch.Tensor, data: HaloField, const, kern
         la, mu, sig = mixture_params(0.0, z, theta[:, 1:].view(-1, 3, k), const)  # [P, k]
         beta = theta[:, 0].view(-1, 1, 1, 1, 1, 1)
         on_grid = (
-            la.view(-1, 1, 1, 1, 1, k) * torch.exp(beta * data.x[None, ..., None]),
+            la.view(-1, 1, 1, 1, 1, k) + beta * data.x[None, ..., None],
             mu.view(-1, 1, 1, 1, 1, k),
             sig.view(-1, 1, 1, 1, 1, k),
         )
         x_h = data.at_halos(data.x)[None, :, None]  # [1, H, 1]
-        at_halos = (la[:, None] * torch.exp(beta.view(-1, 1, 1) * x_h), mu[:, None], sig[:, None])
+        at_halos = (la[:, None] + beta.view(-1, 1, 1) * x_h, mu[:, None], sig[:, None])
         return on_grid, at_halos
     raise ValueError(f"model: expected 'engine' or 'power_law', got {model!r}")
 

@@ -156,8 +156,9 @@ def find_map(
 ) -> torch.Tensor:
     """Minimise the potential (maximum a posteriori) from ``init`` ``[D]``: ``n_adam`` Adam
     steps of learning rate ``lr`` first (robust far from the mode), then L-BFGS with a
-    strong-Wolfe line search for at most ``max_iter`` iterations (fast near it). Returns
-    ``[D]``."""
+    strong-Wolfe line search for at most ``max_iter`` iterations (fast near it). If L-BFGS
+    leaves the finite region or ends higher than it started, the Adam point is returned.
+    Returns ``[D]``."""
     q = init.detach().clone().requires_grad_(True)
     if n_adam > 0:
         adam = torch.optim.Adam([q], lr=lr)
@@ -165,6 +166,9 @@ def find_map(
             adam.zero_grad()
             potential(q).backward()
             adam.step()
+    start = q.detach().clone()
+    with torch.no_grad():
+        u_start = float(potential(start))
     opt = torch.optim.LBFGS(
         [q],
         lr=1.0,
@@ -182,8 +186,12 @@ def find_map(
         return u
 
     opt.step(closure)
-    if not torch.isfinite(q).all():
-        raise FloatingPointError("find_map: the optimisation left the finite region")
+    with torch.no_grad():
+        u_end = float(potential(q)) if torch.isfinite(q).all() else math.inf
+    if not math.isfinite(u_end) or u_end > u_start:
+        if not math.isfinite(u_start):
+            raise FloatingPointError("find_map: the potential is not finite at the start")
+        return start
     return q.detach()
 
 
