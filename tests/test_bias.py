@@ -26,10 +26,13 @@ from physml.bias import (
     load_boxes,
     log_intensity,
     log_likelihood,
+    mass_function,
+    measured_mass_function,
     mixture_fields,
     mixture_params,
     param_names,
     periodic_conv3d,
+    posterior_log_likelihood,
     potential,
     simulate_box,
 )
@@ -305,3 +308,16 @@ def test_expected_count_is_finite_where_the_plain_formula_overflows():
     log_want = math.log(0.5e-3) + 0.5 * sigma**2 + math.log(2.0) + log_ndtr(-math.sqrt(2.0) * z)
     assert math.isfinite(got) and got > 0
     assert abs(math.log(got) - log_want) < 1e-10
+
+
+def test_mass_function_bins_add_up_and_measured_counts():
+    data = _toy_field()
+    draws = torch.stack([_theta(1), _theta(2)])
+    edges = [2e11, 1e12, 5e12, 1e300]  # the last bin reaches far enough for all of it
+    per_bin = mass_function("engine", draws, data, edges, chunk=1)
+    total = expected_counts("engine", draws, data).flatten(1).sum(-1)
+    torch.testing.assert_close(per_bin.sum(-1), total, rtol=1e-10, atol=0)
+    ll = posterior_log_likelihood("engine", draws, data, chunk=1)
+    torch.testing.assert_close(ll, log_likelihood("engine", draws, data))
+    counts = measured_mass_function(data, edges)
+    assert counts.sum() == data.n_halos
