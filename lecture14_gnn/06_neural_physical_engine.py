@@ -34,9 +34,10 @@
 # 8. both models on held-out boxes: likelihood per halo, halo mass function, maps;
 # 9. the 2LPT density field (what the paper used) against the N-body field.
 #
-# **Run time.** Full mode takes about 6 minutes on a 2-core CPU (6.2 min measured with
-# `python tools/notebooks.py execute --full`, nothing else running; the table at the end
-# lists each part); every long step says how long it takes before it starts. With
+# **Run time.** Full mode takes 6 to 12 minutes on a 2-core CPU: 6.2 min measured with
+# `python tools/notebooks.py execute --full` and nothing else running, 11.6 min for the run
+# that made these outputs, while another job shared the CPU (the table at the end lists
+# each part). Every long step says how long it takes before it starts. With
 # `PHYSML_FAST=1` (the automatic tests) it uses 3 boxes and short chains, which only checks
 # that everything runs: its numbers are then meaningless.
 
@@ -74,7 +75,6 @@ from physml.bias import (
     mass_function,
     measured_mass_function,
     param_names,
-    periodic_conv3d,
     posterior_log_likelihood,
     potential,
 )
@@ -108,9 +108,11 @@ boxes = load_boxes(N_BOXES[MODE])
 fit_boxes, test_boxes = boxes[: N_FIT[MODE]], boxes[N_FIT[MODE] :]
 timings["data"] = time.perf_counter() - t0
 n_halos = [len(b.halo_mass) for b in boxes]
-print(f"{len(boxes)} boxes ({len(fit_boxes)} fit, {len(test_boxes)} held out), "
-      f"{sum(n_halos)} halos ({min(n_halos)} to {max(n_halos)} per box), "
-      f"{timings['data']:.0f} s")
+print(
+    f"{len(boxes)} boxes ({len(fit_boxes)} fit, {len(test_boxes)} held out), "
+    f"{sum(n_halos)} halos ({min(n_halos)} to {max(n_halos)} per box), "
+    f"{timings['data']:.0f} s"
+)
 
 # %% [markdown]
 # A slab 4 voxels thick through the first box: the 2LPT and N-body densities and the halo
@@ -130,8 +132,13 @@ axes[2].set_title("halos per voxel (slab)")
 for ax in axes:
     ax.set_xticks([]), ax.set_yticks([])
 plt.show()
-r = [np.corrcoef(np.log1p(np.maximum(b.delta_lpt, -0.99)).ravel(),
-                 np.log1p(np.maximum(b.delta_pm, -0.99)).ravel())[0, 1] for b in boxes]
+r = [
+    np.corrcoef(
+        np.log1p(np.maximum(b.delta_lpt, -0.99)).ravel(),
+        np.log1p(np.maximum(b.delta_pm, -0.99)).ravel(),
+    )[0, 1]
+    for b in boxes
+]
 print(f"correlation of log(1 + delta), 2LPT vs N-body: {np.mean(r):.2f} (mean over boxes)")
 
 # %% [markdown]
@@ -148,8 +155,13 @@ print(f"correlation of log(1 + delta), 2LPT vs N-body: {np.mean(r):.2f} (mean ov
 # %%
 kernel_indices, weight_index = kernel_index_map()
 print("cells per weight (centre, faces, edges, corners):", torch.bincount(weight_index).tolist())
-print("first cells:", [(tuple(i.tolist()), int(w)) for i, w in
-                       zip(kernel_indices[:5], weight_index[:5], strict=True)])
+print(
+    "first cells:",
+    [
+        (tuple(i.tolist()), int(w))
+        for i, w in zip(kernel_indices[:5], weight_index[:5], strict=True)
+    ],
+)
 kernel = fill_kernel(torch.tensor([1.0, 2.0, 3.0, 4.0]))
 print(kernel)
 
@@ -158,9 +170,13 @@ print(kernel)
 # times 8 mirrorings):
 
 # %%
-print("max change over the 48 symmetries:", max(
-    float((kernel.permute(p).flip([d for d in range(3) if f[d]] or []) - kernel).abs().max())
-    for p, f in cube_symmetries()))
+print(
+    "max change over the 48 symmetries:",
+    max(
+        float((kernel.permute(p).flip([d for d in range(3) if f[d]] or []) - kernel).abs().max())
+        for p, f in cube_symmetries()
+    ),
+)
 
 # %% [markdown]
 # The convolution is periodic, like the box. Because the kernel is linear in its 4 weights,
@@ -197,13 +213,21 @@ print("max change over the 48 symmetries:", max(
 # %% tags=["nbval-ignore-output"]
 a_, mu_, s_ = 0.02, np.log(5e10), 1.3
 u_th = np.log(2e11)
-closed = float(expected_count(torch.tensor([np.log(a_)], dtype=torch.float64),
-                              torch.tensor([mu_], dtype=torch.float64),
-                              torch.tensor([s_], dtype=torch.float64), u_th))
-quad = integrate.quad(lambda u: a_ * np.exp(u - mu_ + stats.norm.logpdf(u, mu_, s_)), u_th,
-                      np.inf, epsrel=1e-12)[0]
-print(f"closed form {closed:.12g}, quadrature {quad:.12g}, relative difference "
-      f"{abs(closed / quad - 1):.1e}")
+closed = float(
+    expected_count(
+        torch.tensor([np.log(a_)], dtype=torch.float64),
+        torch.tensor([mu_], dtype=torch.float64),
+        torch.tensor([s_], dtype=torch.float64),
+        u_th,
+    )
+)
+quad = integrate.quad(
+    lambda u: a_ * np.exp(u - mu_ + stats.norm.logpdf(u, mu_, s_)), u_th, np.inf, epsrel=1e-12
+)[0]
+print(
+    f"closed form {closed:.12g}, quadrature {quad:.12g}, relative difference "
+    f"{abs(closed / quad - 1):.1e}"
+)
 
 # %% [markdown]
 # The data for the likelihood: the N-body fields and the halos of the fitting and held-out
@@ -215,11 +239,15 @@ fit = HaloField.from_boxes(fit_boxes)
 test = HaloField.from_boxes(test_boxes)
 theta = 0.3 * torch.ones(len(param_names("engine", PAPER)), dtype=torch.float64)
 ll = log_likelihood("engine", theta, test)
-random_kernel = torch.randn(1, 3, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+random_kernel = torch.randn(
+    1, 3, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+)
 for name, k in (("l = 0 kernel", fill_kernel(theta[:4])[None]), ("random kernel", random_kernel)):
     ref = log_likelihood("engine", theta, test, kernel=k)
-    rel = max(abs(float(log_likelihood("engine", theta, test.transformed(p, f), kernel=k) / ref - 1))
-              for p, f in cube_symmetries())
+    rel = max(
+        abs(float(log_likelihood("engine", theta, test.transformed(p, f), kernel=k) / ref - 1))
+        for p, f in cube_symmetries()
+    )
     print(f"{name}: largest relative change of ln L over the 48 symmetries {rel:.1e}")
 
 # %% [markdown]
@@ -229,18 +257,24 @@ for name, k in (("l = 0 kernel", fill_kernel(theta[:4])[None]), ("random kernel"
 # a reasonable start and one Gaussian prior of width 10 covers them all: 4 kernel weights,
 # the bias $b$, and for each of the 2 Gaussians a slope and a bias for its amplitude, mean
 # and width (the constants are the initial amplitude, $\ln M_\mathrm{th}$ and the initial
-# width). Their maximum of the posterior (Adam, then L-BFGS; about 1.5 minutes):
+# width). Their maximum of the posterior (Adam, then L-BFGS; 20 s to 1.5 minutes):
 
 # %% tags=["nbval-ignore-output"]
 t0 = time.perf_counter()
 u_paper = potential("engine", fit, PAPER)
-theta_paper = find_map(u_paper, initial_theta("engine", PAPER), max_iter=100 if not FAST else 5,
-                       n_adam=300 if not FAST else 30)
+theta_paper = find_map(
+    u_paper,
+    initial_theta("engine", PAPER),
+    max_iter=100 if not FAST else 5,
+    n_adam=300 if not FAST else 30,
+)
 hess = torch.autograd.functional.hessian(u_paper, theta_paper)
 eig = torch.linalg.eigvalsh(hess)
 timings["paper MAP"] = time.perf_counter() - t0
-print(f"{timings['paper MAP']:.0f} s; held-out ln L per halo "
-      f"{float(log_likelihood('engine', theta_paper, test, PAPER)) / test.n_halos:.3f}")
+print(
+    f"{timings['paper MAP']:.0f} s; held-out ln L per halo "
+    f"{float(log_likelihood('engine', theta_paper, test, PAPER)) / test.n_halos:.3f}"
+)
 print("Hessian eigenvalues:", np.array2string(eig.numpy(), precision=2))
 
 # %% [markdown]
@@ -287,7 +321,7 @@ print(param_names("engine", IDENTIFIABLE))
 # the identity (`hmc` also takes a diagonal one). And the step size is tuned during warm-up
 # towards an acceptance rate of 0.8 (dual averaging); the warm-up draws are discarded.
 #
-# The maximum and the Laplace approximation (float64, about a minute):
+# The maximum and the Laplace approximation (float64, under a minute):
 
 # %% tags=["nbval-ignore-output"]
 t0 = time.perf_counter()
@@ -295,14 +329,16 @@ u_eng = potential("engine", fit, IDENTIFIABLE)
 theta_map = find_map(u_eng, initial_theta("engine", IDENTIFIABLE), max_iter=300, n_adam=200)
 cov = laplace(u_eng, theta_map)
 timings["engine MAP + Laplace"] = time.perf_counter() - t0
-print(f"{timings['engine MAP + Laplace']:.0f} s; Laplace standard deviations:",
-      np.array2string(cov.diag().sqrt().numpy(), precision=3))
+print(
+    f"{timings['engine MAP + Laplace']:.0f} s; Laplace standard deviations:",
+    np.array2string(cov.diag().sqrt().numpy(), precision=3),
+)
 
 # %% [markdown]
 # Now 4 chains at once, from overdispersed starting points (two Laplace widths around the
 # maximum), in float32 (twice as fast as float64, and precise enough for the accept /
-# reject). 100 warm-up and 250 kept iterations of at most 8 leapfrog steps: about
-# 2 minutes on a 2-core CPU.
+# reject). 100 warm-up and 250 kept iterations of at most 8 leapfrog steps: 2 minutes on
+# a 2-core CPU with nothing else running, 5 minutes when another job shares it.
 
 # %% tags=["nbval-ignore-output"]
 N_WARM, N_KEEP = (100, 250) if not FAST else (10, 20)
@@ -313,8 +349,10 @@ z0 = 2.0 * torch.randn(4, len(names), generator=torch.Generator().manual_seed(1)
 res = hmc(u_z, z0, n_samples=N_KEEP, n_warmup=N_WARM, step_size=0.5, n_steps=8, seed=0)
 timings["HMC"] = res.seconds
 samples = to_theta(res.samples).double()  # [chains, draws, parameters]
-print(f"{res.seconds:.0f} s; step size {res.step_size:.2f} (whitened units); acceptance per chain "
-      f"{np.round(res.accept_rate.numpy(), 2)}; divergences {res.divergences.tolist()}")
+print(
+    f"{res.seconds:.0f} s; step size {res.step_size:.2f} (whitened units); acceptance per chain "
+    f"{np.round(res.accept_rate.numpy(), 2)}; divergences {res.divergences.tolist()}"
+)
 
 # %% [markdown]
 # Trace plots: each chain should wander over the same range with no trend, and the chains
@@ -342,8 +380,10 @@ plt.show()
 def table(s, names):
     print(f"{'parameter':>10} {'mean':>9} {'sd':>8} {'MCSE':>8} {'ESS':>6} {'R-hat':>6}")
     for i, n in enumerate(names):
-        print(f"{n:>10} {s['mean'][i]:9.4f} {s['sd'][i]:8.4f} {s['mcse'][i]:8.4f} "
-              f"{s['ess'][i]:6.0f} {s['rhat'][i]:6.3f}")
+        print(
+            f"{n:>10} {s['mean'][i]:9.4f} {s['sd'][i]:8.4f} {s['mcse'][i]:8.4f} "
+            f"{s['ess'][i]:6.0f} {s['rhat'][i]:6.3f}"
+        )
 
 
 hmc_stats = summarize(samples)
@@ -356,7 +396,8 @@ print(f"max R-hat {hmc_stats['rhat'].max():.4f}, min ESS {hmc_stats['ess'].min()
 # A hand-written sampler needs an independent check. pyro's No-U-Turn Sampler chooses the
 # trajectory length by itself and adapts a diagonal mass matrix during warm-up; we give it
 # the same whitened potential (a plain torch function, `NUTS(potential_fn=...)`), 2 chains
-# one after the other, 150 warm-up and 300 kept draws each: about 1.5 minutes.
+# one after the other, 150 warm-up and 300 kept draws each: 1.5 minutes alone, 5.5 minutes
+# with another job on the CPU.
 
 # %% tags=["nbval-ignore-output"]
 N_WARM_NUTS, N_KEEP_NUTS = (150, 300) if not FAST else (10, 20)
@@ -364,8 +405,10 @@ nres = nuts(lambda z: u_z(z[None])[0], z0[:2], n_samples=N_KEEP_NUTS, n_warmup=N
 timings["NUTS"] = nres.seconds
 nuts_samples = to_theta(nres.samples).double()
 nuts_stats = summarize(nuts_samples)
-print(f"{nres.seconds:.0f} s; divergences {nres.divergences.tolist()}; acceptance "
-      f"{np.round(nres.accept_rate.numpy(), 2)}")
+print(
+    f"{nres.seconds:.0f} s; divergences {nres.divergences.tolist()}; acceptance "
+    f"{np.round(nres.accept_rate.numpy(), 2)}"
+)
 table(nuts_stats, names)
 
 # %% [markdown]
@@ -378,10 +421,14 @@ se = np.sqrt(hmc_stats["mcse"] ** 2 + nuts_stats["mcse"] ** 2)
 pull = (hmc_stats["mean"] - nuts_stats["mean"]) / se
 print("(HMC - NUTS) / combined MCSE:", np.array2string(pull, precision=2))
 print(f"max |difference| {np.abs(pull).max():.2f} standard errors")
-print(f"HMC : max R-hat {hmc_stats['rhat'].max():.4f}, min ESS {hmc_stats['ess'].min():.0f}, "
-      f"divergences {int(res.divergences.sum())}")
-print(f"NUTS: max R-hat {nuts_stats['rhat'].max():.4f}, min ESS {nuts_stats['ess'].min():.0f}, "
-      f"divergences {int(nres.divergences.sum())}")
+print(
+    f"HMC : max R-hat {hmc_stats['rhat'].max():.4f}, min ESS {hmc_stats['ess'].min():.0f}, "
+    f"divergences {int(res.divergences.sum())}"
+)
+print(
+    f"NUTS: max R-hat {nuts_stats['rhat'].max():.4f}, min ESS {nuts_stats['ess'].min():.0f}, "
+    f"divergences {int(nres.divergences.sum())}"
+)
 
 # %% [markdown]
 # ## 7. A classical bias model
@@ -396,10 +443,18 @@ print(f"NUTS: max R-hat {nuts_stats['rhat'].max():.4f}, min ESS {nuts_stats['ess
 t0 = time.perf_counter()
 u_pl = potential("power_law", fit, IDENTIFIABLE)
 pl_map = find_map(u_pl, initial_theta("power_law", IDENTIFIABLE), max_iter=300, n_adam=200)
-u_plz, to_theta_pl = whiten(potential("power_law", fit32, IDENTIFIABLE), pl_map.float(),
-                            laplace(u_pl, pl_map).float())
-pl_res = hmc(u_plz, 2.0 * torch.randn(4, 4, generator=torch.Generator().manual_seed(2)),
-             n_samples=N_KEEP, n_warmup=N_WARM, step_size=0.5, n_steps=8, seed=1)
+u_plz, to_theta_pl = whiten(
+    potential("power_law", fit32, IDENTIFIABLE), pl_map.float(), laplace(u_pl, pl_map).float()
+)
+pl_res = hmc(
+    u_plz,
+    2.0 * torch.randn(4, 4, generator=torch.Generator().manual_seed(2)),
+    n_samples=N_KEEP,
+    n_warmup=N_WARM,
+    step_size=0.5,
+    n_steps=8,
+    seed=1,
+)
 pl_samples = to_theta_pl(pl_res.samples).double()
 timings["power law"] = time.perf_counter() - t0
 pl_stats = summarize(pl_samples)
@@ -423,10 +478,12 @@ pl_draws = pl_samples.reshape(-1, pl_samples.shape[-1])
 pl_draws = pl_draws[torch.randperm(len(pl_draws), generator=gen)[:100]]
 ll_eng = posterior_log_likelihood("engine", draws, test, IDENTIFIABLE) / test.n_halos
 ll_pl = posterior_log_likelihood("power_law", pl_draws, test, IDENTIFIABLE) / test.n_halos
-print(f"held-out ln L per halo ({test.n_halos} halos): neural engine {ll_eng.mean():.3f}, "
-      f"power law {ll_pl.mean():.3f}, difference {ll_eng.mean() - ll_pl.mean():.3f} "
-      f"(the paper's 17-parameter engine at its maximum: "
-      f"{float(log_likelihood('engine', theta_paper, test, PAPER)) / test.n_halos:.3f})")
+print(
+    f"held-out ln L per halo ({test.n_halos} halos): neural engine {ll_eng.mean():.3f}, "
+    f"power law {ll_pl.mean():.3f}, difference {ll_eng.mean() - ll_pl.mean():.3f} "
+    f"(the paper's 17-parameter engine at its maximum: "
+    f"{float(log_likelihood('engine', theta_paper, test, PAPER)) / test.n_halos:.3f})"
+)
 
 # %% [markdown]
 # In this run the neural engine's held-out likelihood is higher by 0.31 nats per halo than
@@ -444,8 +501,10 @@ print(f"held-out ln L per halo ({test.n_halos} halos): neural engine {ll_eng.mea
 # %% tags=["nbval-ignore-output"]
 edges = np.geomspace(2e11, 6.4e13, 9)
 measured = measured_mass_function(test, edges)
-pred = {"neural engine": mass_function("engine", draws, test, edges, IDENTIFIABLE).mean(0),
-        "power law": mass_function("power_law", pl_draws, test, edges, IDENTIFIABLE).mean(0)}
+pred = {
+    "neural engine": mass_function("engine", draws, test, edges, IDENTIFIABLE).mean(0),
+    "power law": mass_function("power_law", pl_draws, test, edges, IDENTIFIABLE).mean(0),
+}
 timings["held-out evaluation"] = time.perf_counter() - t0
 centres = np.sqrt(edges[1:] * edges[:-1])
 fig, ax = plt.subplots(figsize=(6, 4))
@@ -455,19 +514,28 @@ for (k, v), m in zip(pred.items(), ("-", "--"), strict=True):
 ax.set(xscale="log", yscale="log", xlabel="M [Msun/h]", ylabel="halos per bin")
 ax.legend()
 plt.show()
-print(f"{'bin [1e11 Msun/h]':>18} {'measured':>9} {'engine':>8} {'(e-m)/sqrt(m)':>14} "
-      f"{'power law':>10}")
+print(
+    f"{'bin [1e11 Msun/h]':>18} {'measured':>9} {'engine':>8} {'(e-m)/sqrt(m)':>14} "
+    f"{'power law':>10}"
+)
 for i in range(len(measured)):
     e = float(pred["neural engine"][i])
     pull_i = (e - measured[i]) / np.sqrt(measured[i]) if measured[i] else float("nan")
-    print(f"{edges[i] / 1e11:8.1f} - {edges[i + 1] / 1e11:7.1f} {measured[i]:9d} {e:8.1f} "
-          f"{pull_i:14.2f} {float(pred['power law'][i]):10.1f}")
+    print(
+        f"{edges[i] / 1e11:8.1f} - {edges[i + 1] / 1e11:7.1f} {measured[i]:9d} {e:8.1f} "
+        f"{pull_i:14.2f} {float(pred['power law'][i]):10.1f}"
+    )
 for k, v in pred.items():
-    pulls = [(float(v[i]) - measured[i]) / np.sqrt(measured[i])
-             for i in range(len(measured)) if measured[i] >= 10]
+    pulls = [
+        (float(v[i]) - measured[i]) / np.sqrt(measured[i])
+        for i in range(len(measured))
+        if measured[i] >= 10
+    ]
     within = sum(abs(p) <= 1 for p in pulls), sum(abs(p) <= 2 for p in pulls)
-    print(f"{k}: within 1 / 2 Poisson errors in {within[0]} / {within[1]} of {len(pulls)} bins "
-          f"with >= 10 halos; chi^2 = {np.sum(np.square(pulls)):.1f} for {len(pulls)} bins")
+    print(
+        f"{k}: within 1 / 2 Poisson errors in {within[0]} / {within[1]} of {len(pulls)} bins "
+        f"with >= 10 halos; chi^2 = {np.sum(np.square(pulls)):.1f} for {len(pulls)} bins"
+    )
 
 # %% [markdown]
 # Both models predict the overall mass function. In this run the engine's counts lie within
@@ -486,10 +554,12 @@ mean_pl = expected_counts("power_law", pl_draws[:20], test, IDENTIFIABLE).mean(0
 true_counts = test_boxes[0].counts()
 fig, axes = plt.subplots(1, 3, figsize=(12, 4))
 vmax = float(true_counts[:4].sum(0).max())
-for ax, img, title in zip(axes, (mean_eng[0, :4].sum(0), mean_pl[0, :4].sum(0),
-                                 true_counts[:4].sum(0)),
-                          ("neural engine: expected", "power law: expected", "halos found"),
-                          strict=True):
+for ax, img, title in zip(
+    axes,
+    (mean_eng[0, :4].sum(0), mean_pl[0, :4].sum(0), true_counts[:4].sum(0)),
+    ("neural engine: expected", "power law: expected", "halos found"),
+    strict=True,
+):
     ax.imshow(np.asarray(img).T, origin="lower", cmap="Greys", vmin=0, vmax=vmax)
     ax.set_title(title), ax.set_xticks([]), ax.set_yticks([])
 plt.show()
@@ -506,8 +576,9 @@ plt.show()
 t0 = time.perf_counter()
 fit_lpt = HaloField.from_boxes(fit_boxes, field="lpt")
 test_lpt = HaloField.from_boxes(test_boxes, field="lpt")
-theta_lpt = find_map(potential("engine", fit_lpt, IDENTIFIABLE), theta_map, max_iter=300,
-                     n_adam=100)
+theta_lpt = find_map(
+    potential("engine", fit_lpt, IDENTIFIABLE), theta_map, max_iter=300, n_adam=100
+)
 timings["2LPT fit"] = time.perf_counter() - t0
 ll_lpt = float(log_likelihood("engine", theta_lpt, test_lpt, IDENTIFIABLE)) / test.n_halos
 ll_pm = float(log_likelihood("engine", theta_map, test, IDENTIFIABLE)) / test.n_halos
