@@ -1,0 +1,359 @@
+"""Hamiltonian Monte Carlo, short and readable, with its diagnostics.
+
+:func:`hmc` samples ``p(theta) ~ exp(-U(theta))`` for a potential ``U`` written in torch
+(gradients by autograd), several chains at once: leapfrog integration with a step size and
+a number of steps, a diagonal mass matrix, a Metropolis accept / reject on the change of
+the Hamiltonian, and a step size tuned during warm-up towards a target acceptance rate
+(dual averaging, Hoffman & Gelman 2014). :func:`laplace` and :func:`whiten` turn a
+correlated posterior into a nearly isotropic one (the same as a dense mass matrix).
+:func:`split_rhat` and :func:`effective_sample_size` are the usual diagnostics (Gelman et
+al., Bayesian Data Analysis, 3rd ed.), and :func:`nuts` runs pyro's NUTS on the same
+potential as the independent check (pyro-ppl, the ``supplements`` extra).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+#: an energy error above this many nats counts as a divergent trajectory (as in Stan, pyro)
+DIVERGENCE_THRESHOLD = 1000.0
+
+
+@dataclass
+class HMCResult:
+    """samples: ``[C, S, D]`` (chains, draws, parameters); accept_rate: ``[C]`` over the
+    sampling phase; divergences: ``[C]`` counts over the sampling phase; step_size: the
+    step size used for sampling (after warm-up); n_steps: maximum leapfrog steps;
+    seconds: wall-clock time of warm-up and sampling."""
+
+    samples: torch.Tensor
+    accept_rate: torch.Tensor
+    divergences: torch.Tensor
+    step_size: float
+    n_steps: int
+    seconds: float = 0.0
+
+
+def _value_and_grad(potential, q: torch.Tensor):
+    q = q.detach().requires_grad_(True)
+    with torch.enable_grad():
+        u = potential(q)
+        (g,) = torch.autograd.grad(u.sum(), q)
+    return u.detach(), g
+
+
+def leapfrog(potential, q, p, grad_u, step_size, n_steps: int, inv_mass):
+    """``n_steps`` leapfrog steps of size ``step_size`` (a float or ``[C, 1]``) from (q, p)
+    with the kinetic energy ``p^T M^-1 p / 2``, M^-1 = diag(inv_mass ``[D]``).
+    q, p, grad_u: ``[C, D]``. Returns (q, p, U(q), grad U(q))."""
+    p = p - 0.5 * step_size * grad_u
+    for i in range(n_steps):
+        q = q + step_size * inv_mass * p
+        u, grad_u = _value_and_grad(potential, q)
+        if i < n_steps - 1:
+            p = p - step_size * grad_u
+    p = p - 0.5 * step_size * grad_u
+    return q, p, u, grad_u
+
+
+def hmc(
+    potential,
+    init: torch.Tensor,
+    n_samples: int,
+    n_warmup: int = 200,
+    step_size: float = 0.1,
+    n_steps: int = 10,
+    inv_mass: torch.Tensor | None = None,
+    target_accept: float = 0.8,
+    seed: int = 0,
+    progress: bool = True,
+) -> HMCResult:
+    """Sample ``exp(-potential)`` with HMC, all chains at once.
+
+    potential: ``[C, D]`` -> ``[C]`` (differentiable torch function); init: ``[C, D]``
+    starting points (one per chain). Each iteration draws momenta p ~ N(0, M), runs a
+    leapfrog trajectory of ``L`` steps, L uniform in [1, n_steps] (a random length avoids
+    periodic orbits), and accepts the end point with probability min(1, exp(-dH)).
+    During the ``n_warmup`` iterations the step size (one per chain) is tuned by dual
+    averaging towards ``target_accept``; warm-up draws are discarded. Returns an
+    :class:`HMCResult` with ``n_samples`` draws per chain.
+    """
+    if init.dim() != 2:
+        raise ValueError(f"hmc: init must be [chains, dim], got {tuple(init.shape)}")
+    if n_samples < 1 or n_warmup < 0 or n_steps < 1 or step_size <= 0:
+        raise ValueError("hmc: need n_samples >= 1, n_warmup >= 0, n_steps >= 1, step_size > 0")
+    import time
+
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    n_chains, dim = init.shape
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    inv_mass = torch.ones(dim, dtype=init.dtype) if inv_mass is None else inv_mass
+    inv_mass = inv_mass.to(init)
+    sqrt_mass = inv_mass.rsqrt()
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen, dtype=init.dtype).to(init.device)
+
+    def uniform(*shape):
+        return torch.rand(*shape, generator=gen, dtype=init.dtype).to(init.device)
+
+    q = init.detach().clone()
+    u, g = _value_and_grad(potential, q)
+    eps = torch.full((n_chains, 1), float(step_size), dtype=init.dtype, device=init.device)
+    # dual averaging state (Hoffman & Gelman 2014, algorithm 5)
+    mu, h_bar, log_eps_bar = torch.log(10 * eps), torch.zeros_like(eps), torch.zeros_like(eps)
+    gamma, t_0, kappa = 0.05, 10.0, 0.75
+    samples = torch.empty(n_chains, n_samples, dim, dtype=init.dtype, device=init.device)
+    accepted = torch.zeros(n_chains, dtype=init.dtype, device=init.device)
+    divergences = torch.zeros(n_chains, dtype=torch.int64, device=init.device)
+    bar = tqdm(range(n_warmup + n_samples), desc="HMC", disable=not progress, mininterval=2.0)
+    for it in bar:
+        p = randn(n_chains, dim) * sqrt_mass
+        h0 = u + 0.5 * (p * p * inv_mass).sum(-1)
+        n_leap = int(torch.randint(1, n_steps + 1, (1,), generator=gen))
+        q1, p1, u1, g1 = leapfrog(potential, q, p, g, eps, n_leap, inv_mass)
+        h1 = u1 + 0.5 * (p1 * p1 * inv_mass).sum(-1)
+        dh = torch.nan_to_num(h1 - h0, nan=math.inf)
+        divergent = dh > DIVERGENCE_THRESHOLD
+        accept_prob = torch.exp(-dh.clamp(min=0.0))
+        accept = uniform(n_chains) < accept_prob
+        q = torch.where(accept[:, None], q1, q)
+        u = torch.where(accept, u1, u)
+        g = torch.where(accept[:, None], g1, g)
+        if it < n_warmup:
+            m = it + 1
+            w = 1.0 / (m + t_0)
+            h_bar = (1 - w) * h_bar + w * (target_accept - accept_prob[:, None])
+            log_eps = mu - math.sqrt(m) / gamma * h_bar
+            eta = m**-kappa
+            log_eps_bar = eta * log_eps + (1 - eta) * log_eps_bar
+            eps = torch.exp(log_eps_bar if it == n_warmup - 1 else log_eps)
+        else:
+            samples[:, it - n_warmup] = q
+            accepted += accept.to(accepted.dtype)
+            divergences += divergent.to(torch.int64)
+    return HMCResult(
+        samples=samples,
+        accept_rate=accepted / n_samples,
+        divergences=divergences,
+        step_size=float(eps.mean()),
+        n_steps=n_steps,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+# --------------------------------------------------------------------------- preconditioning
+
+
+def find_map(
+    potential, init: torch.Tensor, max_iter: int = 500, n_adam: int = 0, lr: float = 0.05
+) -> torch.Tensor:
+    """Minimise the potential (maximum a posteriori) from ``init`` ``[D]``: ``n_adam`` Adam
+    steps of learning rate ``lr`` first (robust far from the mode), then L-BFGS with a
+    strong-Wolfe line search for at most ``max_iter`` iterations (fast near it). If L-BFGS
+    leaves the finite region or ends higher than it started, the Adam point is returned.
+    Returns ``[D]``."""
+    q = init.detach().clone().requires_grad_(True)
+    if n_adam > 0:
+        adam = torch.optim.Adam([q], lr=lr)
+        for _ in range(n_adam):
+            adam.zero_grad()
+            potential(q).backward()
+            adam.step()
+    start = q.detach().clone()
+    with torch.no_grad():
+        u_start = float(potential(start))
+    opt = torch.optim.LBFGS(
+        [q],
+        lr=1.0,
+        max_iter=max_iter,
+        tolerance_grad=1e-9,
+        tolerance_change=1e-12,
+        history_size=50,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure():
+        opt.zero_grad()
+        u = potential(q)
+        u.backward()
+        return u
+
+    opt.step(closure)
+    with torch.no_grad():
+        u_end = float(potential(q)) if torch.isfinite(q).all() else math.inf
+    if not math.isfinite(u_end) or u_end > u_start:
+        if not math.isfinite(u_start):
+            raise FloatingPointError("find_map: the potential is not finite at the start")
+        return start
+    return q.detach()
+
+
+def laplace(potential, theta_map: torch.Tensor) -> torch.Tensor:
+    """Covariance ``[D, D]`` of the Laplace approximation at the mode ``theta_map`` ``[D]``:
+    the inverse Hessian of the potential. Fails with a clear message if the Hessian is not
+    positive definite (not a mode, or a flat direction)."""
+    hess = torch.autograd.functional.hessian(potential, theta_map.detach())
+    hess = 0.5 * (hess + hess.T)
+    evals = torch.linalg.eigvalsh(hess)
+    if evals.min() <= 0:
+        raise ValueError(
+            f"laplace: the Hessian is not positive definite (min eigenvalue "
+            f"{float(evals.min()):.3g}); theta_map is not a mode"
+        )
+    return torch.cholesky_inverse(torch.linalg.cholesky(hess))
+
+
+def whiten(potential, mean: torch.Tensor, cov: torch.Tensor):
+    """Potential in whitened coordinates z, theta = mean + L z with L L^T = cov.
+
+    Returns (potential_z, to_theta): ``potential_z`` maps ``[..., D]`` -> ``[...]``;
+    ``to_theta`` maps z ``[..., D]`` to theta. HMC with an identity mass matrix in z is HMC
+    with the dense mass matrix cov^-1 in theta.
+    """
+    chol = torch.linalg.cholesky(cov)
+
+    def to_theta(z):
+        return mean + z @ chol.T
+
+    def potential_z(z):
+        return potential(to_theta(z))
+
+    return potential_z, to_theta
+
+
+# --------------------------------------------------------------------------- diagnostics
+
+
+def _as_chains(x) -> np.ndarray:
+    x = x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
+    if x.ndim == 2:
+        x = x[..., None]
+    if x.ndim != 3 or x.shape[1] < 4:
+        raise ValueError(f"expected samples [chains, draws >= 4, dim], got {x.shape}")
+    return x.astype(np.float64)
+
+
+def split_rhat(samples) -> np.ndarray:
+    """Split R-hat of ``[C, S, D]`` (or ``[C, S]``) samples, ``[D]``: each chain is cut in
+    two halves, and R-hat = sqrt(((S'-1)/S' W + B/S') / W) with W the mean within-half
+    variance and B/S' the variance of the half means (BDA3, eq. 11.4)."""
+    x = _as_chains(samples)
+    half = x.shape[1] // 2
+    x = np.concatenate([x[:, :half], x[:, -half:]], 0)  # [2C, S', D]
+    n = x.shape[1]
+    w = x.var(1, ddof=1).mean(0)
+    b_over_n = x.mean(1).var(0, ddof=1)
+    return np.sqrt(((n - 1) / n * w + b_over_n) / w)
+
+
+def effective_sample_size(samples) -> np.ndarray:
+    """Effective sample size of ``[C, S, D]`` samples, ``[D]``: C S / (1 + 2 sum_t rho_t),
+    with the autocorrelations rho_t combined over chains (BDA3, eq. 11.7; Stan's estimator)
+    and the sum of pairs rho_2k + rho_2k+1 made positive and monotone (Geyer 1992)."""
+    x = _as_chains(samples)
+    c, s, d = x.shape
+    xc = x - x.mean(1, keepdims=True)
+    f = np.fft.rfft(xc, n=2 * s, axis=1)
+    acov = np.fft.irfft(f * np.conj(f), n=2 * s, axis=1)[:, :s] / s  # [C, S, D], biased
+    w = (acov[:, 0] * s / (s - 1)).mean(0)  # mean within-chain variance
+    var_plus = w * (s - 1) / s + (x.mean(1).var(0, ddof=1) if c > 1 else 0.0)
+    rho = 1.0 - (w[None] - acov.mean(0)) / var_plus[None]  # [S, D]
+    rho[0] = 1.0
+    pairs = rho[: 2 * (s // 2)].reshape(s // 2, 2, d).sum(1)  # Gamma_k = rho_2k + rho_2k+1
+    # Geyer's initial positive, then monotone sequence (as Stan and pyro)
+    tail = np.minimum.accumulate(np.clip(pairs[1:], 0.0, None), axis=0)
+    tau = -1.0 + 2.0 * pairs[0] + 2.0 * tail.sum(0)
+    ess = c * s / tau
+    return ess
+
+
+def summarize(samples, names=None) -> dict:
+    """Posterior mean, sd, Monte Carlo standard error (sd / sqrt(ESS)), ESS and split R-hat
+    of ``[C, S, D]`` samples, each ``[D]`` (dict of arrays, plus ``names``)."""
+    x = _as_chains(samples)
+    flat = x.reshape(-1, x.shape[-1])
+    ess = effective_sample_size(x)
+    sd = flat.std(0, ddof=1)
+    out = {
+        "mean": flat.mean(0),
+        "sd": sd,
+        "mcse": sd / np.sqrt(ess),
+        "ess": ess,
+        "rhat": split_rhat(x),
+    }
+    if names is not None:
+        out["names"] = list(names)
+    return out
+
+
+# --------------------------------------------------------------------------- pyro's NUTS
+
+
+@dataclass
+class NUTSResult:
+    """samples: ``[C, S, D]``; divergences: ``[C]``; accept_rate: ``[C]`` mean acceptance
+    probability; step_size: ``[C]`` adapted step sizes; seconds: wall-clock time."""
+
+    samples: torch.Tensor
+    divergences: torch.Tensor
+    accept_rate: torch.Tensor
+    step_size: torch.Tensor
+    seconds: float
+
+
+def nuts(
+    potential,
+    init: torch.Tensor,
+    n_samples: int,
+    n_warmup: int = 300,
+    seed: int = 0,
+    max_tree_depth: int = 8,
+    progress: bool = False,
+) -> NUTSResult:
+    """pyro-ppl's NUTS (``pyro.infer.mcmc.NUTS(potential_fn=...)``) on the same potential,
+    one chain after the other from each row of ``init`` ``[C, D]`` (needs the
+    ``supplements`` extra). The potential takes ``[D]`` and returns a scalar."""
+    try:
+        import pyro
+        from pyro.infer.mcmc import MCMC, NUTS
+    except ImportError as err:  # pragma: no cover - depends on the install
+        raise ImportError("nuts needs pyro-ppl: pip install 'physml[supplements]'") from err
+    import time
+
+    t0 = time.perf_counter()
+    draws, div, acc, steps = [], [], [], []
+    for c, z0 in enumerate(init):
+        pyro.set_rng_seed(seed + c)
+        kernel = NUTS(
+            potential_fn=lambda p: potential(p["z"]),
+            max_tree_depth=max_tree_depth,
+            adapt_mass_matrix=True,
+            full_mass=False,
+        )
+        mcmc = MCMC(
+            kernel,
+            num_samples=n_samples,
+            warmup_steps=n_warmup,
+            initial_params={"z": z0.detach().clone()},
+            disable_progbar=not progress,
+        )
+        mcmc.run()
+        draws.append(mcmc.get_samples()["z"])
+        diag = mcmc.diagnostics()  # per chain: divergent iterations, acceptance rate
+        div.append(sum(len(v) for v in diag["divergences"].values()))
+        acc.append(float(np.mean(list(diag["acceptance rate"].values()))))
+        steps.append(float(kernel.step_size))
+    return NUTSResult(
+        samples=torch.stack(draws),
+        divergences=torch.tensor(div),
+        accept_rate=torch.tensor(acc),
+        step_size=torch.tensor(steps),
+        seconds=time.perf_counter() - t0,
+    )
