@@ -41,18 +41,22 @@ def white_noise(seed: int, n: int, device=None) -> torch.Tensor:
     return w.to(device) if device is not None else w
 
 
-def linear_modes(cosmo: Cosmology, seed: int, n: int, box_size: float, device=None):
+def linear_modes(
+    cosmo: Cosmology, seed: int, n: int, box_size: float, device=None, dtype=torch.float32
+):
     """Fourier modes of the z = 0 linear density contrast, ``[n, n, n // 2 + 1]`` complex.
 
     Normalised as the unnormalised DFT, delta_k = n^3 sqrt(P(k) / V) w_k, so that
     ``torch.fft.irfftn`` gives delta(x) on the grid. Differentiable in the cosmology.
+    dtype: the real dtype (float32 -> complex64, float64 -> complex128; the white noise
+    itself is drawn in float32 either way, so both dtypes give the same field).
     """
     w = white_noise(seed, n, device)
     kx, ky, kz = wavenumbers(n, box_size, device, torch.float64)
     k = torch.sqrt(kx**2 + ky**2 + kz**2)
     k[0, 0, 0] = 1.0  # the k = 0 mode of w is zero anyway
     amp = torch.sqrt(cosmo.linear_power(k) / box_size**3) * n**3
-    return w * amp.to(torch.float32)
+    return w.to(torch.complex64 if dtype == torch.float32 else torch.complex128) * amp.to(dtype)
 
 
 def linear_field(cosmo: Cosmology, seed: int, n: int, box_size: float, device=None):
@@ -73,7 +77,7 @@ def lpt_displacements(delta_k: torch.Tensor, box_size: float):
     lap phi1 = delta, lap phi2 = sum_{i<j} (phi1_ii phi1_jj - phi1_ij^2).
     """
     n = delta_k.shape[0]
-    ks = wavenumbers(n, box_size, delta_k.device, torch.float32)
+    ks = wavenumbers(n, box_size, delta_k.device, delta_k.real.dtype)
     k2 = ks[0] ** 2 + ks[1] ** 2 + ks[2] ** 2
     k2[0, 0, 0] = 1.0
     phi1 = -delta_k / k2
