@@ -136,7 +136,7 @@ for name, dtype in DTYPES.items():
         h: finite_difference(FIDUCIAL, SEED, SMALL, h, dtype=dtype)
         for h in tqdm(STEPS, desc=f"finite differences, {name}", leave=False)
     }
-print(f"{2 * (1 + 2 * len(STEPS)) * 2} runs in {time.perf_counter() - t:.0f} s")
+print(f"{2 * (2 + 4 * len(STEPS))} runs in {time.perf_counter() - t:.0f} s")
 
 kk = k["float64"].numpy()
 low = kk < 0.5 * nyquist(SMALL)  # the bins of the bar: below half the Nyquist wavenumber
@@ -168,24 +168,26 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# The best step is the smallest one in float64: $h = 10^{-5}$ there agrees with autodiff to a
-# small fraction of a per cent in every bin (the numbers are above), well inside the 2 % bar.
-# In float32 the smallest steps are ruined by round-off; the curve has the textbook V shape,
-# with its minimum near $h = 10^{-4}$.
+# The best step is the smallest one in float64: $h = 10^{-5}$ there agrees with autodiff to
+# 0.2-0.3 % in every bin below $k_\mathrm{Ny}/2$ (the table above), well inside a 2 % bar.
+# In float32 the same step is ruined by round-off (errors of several per cent); its best
+# steps ($10^{-4}$ for $\sigma_8$, larger for $\Omega_m$) still come within 2 %, but where the
+# minimum lies depends on the parameter, and nobody tells you in advance.
 #
 # The large-step side is not the textbook $h^2$ truncation, though: the error at
-# $h = 10^{-3}$, a 0.1 % change of $\sigma_8$, is already several per cent for $\sigma_8$.
+# $h = 10^{-3}$, a 0.1 % change of $\sigma_8$, is already 4 % for $\sigma_8$, and at
+# $h = 10^{-2}$ it is 17 %.
 # The simulated $P(k)$ is not a smooth function of $\theta$ on small scales. The next cell
 # shows why.
 #
 # ### 1.2 Why finite differences of simulations are fragile
 #
-# We run the small simulation at 21 values of $\sigma_8$ between 0.79 and 0.81 (same seed)
+# We run the small simulation at 11 values of $\sigma_8$ between 0.79 and 0.81 (same seed)
 # and plot the slope between neighbouring runs in one k bin near $k = 2\,h$/Mpc, next to the
 # autodiff slope at 0.8.
 
 # %% tags=["nbval-ignore-output"]
-s8_grid = np.linspace(0.79, 0.81, 6 if FAST else 21)
+s8_grid = np.linspace(0.79, 0.81, 6 if FAST else 11)
 with torch.no_grad():
     scan = np.stack(
         [simulated_power((0.3, s), SEED, SMALL, dtype=torch.float64)[1].numpy()
@@ -207,7 +209,8 @@ print(
 )
 
 # %% [markdown]
-# The local slope wanders by tens of per cent within $\pm 0.01$ of the fiducial $\sigma_8$.
+# The local slope wanders by a factor of two to three within $\pm 0.01$ of the fiducial
+# $\sigma_8$.
 # Every particle's CIC weights change slope when it crosses a mesh cell boundary, and in the
 # nonlinear regime small changes of the initial amplitude move particles across cells and
 # reshuffle orbits inside halos; the simulated $P(k)$ at high $k$ is a rough function of
@@ -219,8 +222,9 @@ print(
 # the same way.)
 #
 # And without matching the seeds, finite differences are hopeless: the two runs then differ
-# by cosmic variance, which in a 25 Mpc/h box is tens of per cent of $P(k)$ at low $k$, while
-# the signal is a change of $2h/\sigma_8$ times $P$:
+# by cosmic variance, which in a 25 Mpc/h box is tens of per cent of $P(k)$ in every bin,
+# while the signal is a change of $2h/\sigma_8 = 2.5\,\%$ of $P$ for $h = 0.01$. The result
+# is off by an order of magnitude, with either sign:
 
 # %% tags=["nbval-ignore-output"]
 h = 0.01
@@ -257,7 +261,7 @@ print(
 
 # %% [markdown]
 # In the lowest bin the response is 2 to within 2 % for every seed, inside the 3 % bar. A few
-# bins higher, single seeds already deviate by several per cent even at $a = 0.1$: the
+# bins higher, single seeds already deviate by up to 20 % even at $a = 0.1$: the
 # density painted from displaced particles is not linear in the displacement (the 2LPT and
 # Zel'dovich mapping couple modes), and a bin with a few dozen modes whose realised linear
 # amplitude happens to be small is sensitive to that coupling.
@@ -305,21 +309,29 @@ if sel.any():
     print(f"between k = 2 and 4.5 h/Mpc it ranges from {rl[sel].min():.2f} to {rl[sel].max():.2f}")
 
 # %% [markdown]
-# Two things happen.
+# Three things show.
 #
-# **Physics.** On large scales the response falls from 2 to about 1.6 near $k = 0.5\,h$/Mpc
-# in *every* setting, so it is not a resolution effect. In a 25 Mpc/h box the fundamental mode
-# is already mildly nonlinear at $a = 1$: raising $\sigma_8$ makes structure collapse earlier,
-# and mode coupling moves power between scales (the collapse of halos takes power from the
-# large-scale modes that fed them and pushes it to small scales). A single seed also carries
-# the cosmic variance of the few modes in each low-k bin, which makes its response differ from
-# the ensemble's.
+# **Physics on large scales.** Already in the lowest bins the response is not 2: about 1.3
+# at $k = 0.32\,h$/Mpc and 1.7-1.9 near $k = 0.5\,h$/Mpc for this seed, the same in all four
+# settings, so it is not a resolution effect. In a 25 Mpc/h box the largest modes are mildly
+# nonlinear at $a = 1$, and mode coupling moves power between scales: a higher $\sigma_8$
+# makes structure collapse earlier, and the collapse takes power from the large-scale modes
+# that fed it. One seed also carries the cosmic variance of the few modes of each low-k bin;
+# the response averaged over 48 seeds (section 3) is 1.7 in the lowest bin and 2.1-2.3 at
+# $k = 0.5$-$1.2\,h$/Mpc, where nonlinear growth makes $P$ grow faster than $\sigma_8^2$.
 #
-# **Resolution.** Above $k \approx 2\,h$/Mpc the single-seed response becomes erratic and
-# changes with the settings: it jumps from bin to bin, can even turn negative, and the curves
-# for different particle counts and step numbers disagree. There the response measures how the
-# PM code's discreteness (cells, particles, time steps) reacts to a slightly different
-# amplitude, not the physics of collapse, which would need far more resolution inside halos.
+# **Resolution in time.** The lecture settings with 20 steps disagree with the three other
+# runs from $k \approx 0.7\,h$/Mpc on (up to 3.6 at $k = 2$, erratic beyond). With 40 steps the
+# same mesh agrees with the coarser runs: on the lecture's $128^3$ mesh the forces inside
+# halos are sharp enough that 20 steps do not integrate the orbits to convergence (the
+# coarser $64^3$ mesh softens the forces, and its 20 and 40 step runs agree).
+#
+# **Small scales of one box.** Above $k \approx 2.2\,h$/Mpc the converged runs agree that this
+# seed's response is *negative*: there, $P(k)$ of a 25 Mpc/h box is dominated by its few most
+# massive halos, and how they respond to a 1 % change of amplitude (earlier mergers, other
+# concentrations) need not raise the power at a given $k$. Whether that survives at higher
+# force resolution (smaller cells than these PM meshes have) these runs cannot tell; it is
+# not information a forecast should use.
 #
 # The Fisher forecast below uses the small settings, so it keeps only the k bins where the
 # small settings' response agrees with the best setting here (lecture, 40 steps) to within
@@ -416,11 +428,11 @@ else:
 # - the derivatives $\partial\mu / \partial\theta$ of the *mean* $P(k)$: we average the
 #   seed-matched autodiff derivatives over the same $N$ seeds.
 #
-# Each seed costs two forward-mode passes at the small settings (about 3 s). The spectra
-# and derivatives are cached on disk per seed, keyed by the settings.
+# Each seed costs two forward-mode passes at the small settings (about 3 s on 2 cores). The
+# spectra and derivatives are cached on disk per seed, keyed by the settings.
 
 # %% tags=["nbval-ignore-output"]
-N_SEEDS = 10 if FAST else 64
+N_SEEDS = 10 if FAST else 48
 seeds = range(1000, 1000 + N_SEEDS)
 print(f"{N_SEEDS} seeds at the small settings: about {3 * N_SEEDS / 60:.0f} min on 2 CPU cores")
 kf_, pk_seeds, dpk_seeds = seed_responses(
@@ -451,10 +463,20 @@ axes[1].legend()
 plt.tight_layout()
 plt.show()
 print("relative scatter of P(k) over seeds:", np.round(pk_f.std(0) / pk_f.mean(0), 2))
+cc = np.corrcoef(pk_f, rowvar=False)[np.triu_indices(N_FISHER_BINS, 1)]
+print(f"correlation coefficients between bins: {cc.min():.2f} to {cc.max():.2f}")
 
 # %% [markdown]
-# Now the Fisher matrix from the first $n$ seeds, for growing $n$: the marginal errors must
-# settle before we trust them.
+# The scatter of $P(k)$ over seeds is about 45 % in every bin, 2-4 times what a Gaussian
+# field's $\sqrt{2/N_\mathrm{modes}}$ gives at $k \geq 0.7\,h$/Mpc (50-150 independent modes
+# per bin there), and the bins are more than 80 % correlated with each other: in a box this small, $P(k)$ on these scales rises
+# and falls with the few largest structures of the box. The responses to $\Omega_m$ and
+# $\sigma_8$ have almost the same shape (both mostly change the amplitude), so the two
+# parameters are nearly degenerate.
+#
+# Now the Fisher matrix from the first $n$ seeds, for growing $n$: the errors must settle
+# before we trust them. We plot the marginal error of each parameter and, dotted, the error
+# with the other parameter fixed, $1/\sqrt{F_{ii}}$.
 
 # %% tags=["nbval-ignore-output"]
 n_list = [n for n in range(N_FISHER_BINS + 4, N_SEEDS + 1, 2)]
@@ -463,23 +485,37 @@ if n_list[-1] != N_SEEDS:
 conv = forecast(pk_f, dpk_f, n_list)
 sig = np.array([e for _, _, e in conv])
 plt.figure(figsize=(6, 3.6))
+cond = np.array([1 / np.sqrt(np.diag(f)) for _, f, _ in conv])
 for j, p in enumerate(PARAMS):
     plt.plot(n_list, sig[:, j] / FIDUCIAL[j] * 100, "o-", ms=3, label=f"sigma({p}) / {p}")
+    plt.plot(n_list, cond[:, j] / FIDUCIAL[j] * 100, ":", color=f"C{j}", label=f"{p}, other fixed")
 plt.xlabel("number of seeds n")
-plt.ylabel("marginal error [%]")
+plt.ylabel("error [%]")
+plt.yscale("log")
 plt.legend()
 plt.tight_layout()
 plt.show()
-half = dict(zip(n_list, sig, strict=True)).get(N_SEEDS // 2)
-if half is None:
-    half = forecast(pk_f, dpk_f, [N_SEEDS // 2])[0][2]
+((_, f_half, half),) = forecast(pk_f, dpk_f, [N_SEEDS // 2])
 change = np.abs(sig[-1] / half - 1)
+c_half, c_all = 1 / np.sqrt(np.diag(f_half)), cond[-1]
 print(
-    f"sigma(sigma_8): {half[1]:.4f} with {N_SEEDS // 2} seeds, {sig[-1, 1]:.4f} with {N_SEEDS}: "
-    f"change {100 * change[1]:.1f} % (sigma(Omega_m): {100 * change[0]:.1f} %)"
+    f"marginal sigma(sigma_8): {half[1]:.4f} with {N_SEEDS // 2} seeds, {sig[-1, 1]:.4f} with "
+    f"{N_SEEDS}: change {100 * change[1]:.1f} % (sigma(Omega_m): {100 * change[0]:.1f} %)"
+)
+print(
+    f"sigma(sigma_8) with Omega_m fixed: {c_half[1]:.4f} with {N_SEEDS // 2} seeds, "
+    f"{c_all[1]:.4f} with {N_SEEDS}: change {100 * abs(c_all[1] / c_half[1] - 1):.1f} %"
 )
 
 # %% [markdown]
+# With $\Omega_m$ fixed, the error on $\sigma_8$ settles (it changes by 6 % between 24 and 48
+# seeds, and it is about 22 %). The marginal error has *not* converged: it still moves by
+# 20 % between 24 and 48 seeds. Marginalising over a nearly degenerate parameter divides by
+# $1 - \rho^2$ with $\rho$ close to $-1$, which turns the small noise in the difference of the
+# two response shapes, and in the 15 elements of the covariance, into a large noise in the
+# marginal error. This is why DifferentiableHOS needed 1500-2600 realisations for its
+# derivatives; 48 fit in this notebook's time budget.
+#
 # And the forecast with all seeds: the Fisher matrix, the marginal errors and the 1- and
 # 2-sigma contours of the Gaussian approximation to the posterior.
 
@@ -511,21 +547,26 @@ plt.show()
 #
 # The lecture's GNN, and the summary-statistics baseline, estimate $\sigma_8$ from one halo
 # catalog of the same 25 Mpc/h box with a mean relative error $\epsilon$ of about 7.5 % to
-# 8 % (README). The Fisher forecast printed above is for a different data vector and a
-# different question, so the two numbers bracket each other rather than compete:
+# 8 % (README), while both $\sigma_8$ and $\Omega_m$ vary. The matter power spectrum of one
+# box, on the scales where the simulation has converged, does far worse: about 20 % on
+# $\sigma_8$ even with $\Omega_m$ known, and a marginal error (84 %) larger than the whole
+# CAMELS prior range. Why the two differ:
 #
-# - **Matter field vs halos.** The forecast sees the full matter density, every particle,
-#   on all the scales the forecast keeps. The halo catalog holds a few hundred objects
-#   above $2\times10^{11}\,M_\odot/h$: a sparse, biased tracer with shot noise, whose bias
-#   itself depends on $\sigma_8$ and $\Omega_m$. Halo counts and masses carry information the
-#   power spectrum does not (the mass function is very sensitive to $\sigma_8$), and the
-#   matter field carries the phases and the small scales that halos wash out.
-# - **Fisher bound vs achieved error.** A Fisher error is the Cramér-Rao lower bound for an
-#   unbiased estimator, in the Gaussian approximation, with the covariance and the mean
-#   known; an estimator trained on a finite set (1000 boxes, CAMELS priors) only approaches
-#   it. $\epsilon$ is also a mean absolute relative error over the whole prior
+# - **Matter field vs halos.** The forecast keeps only five $P(k)$ bins up to
+#   $k \approx 1.2\,h$/Mpc, where the simulation has converged, and in a 25 Mpc/h box these
+#   bins scatter by about 45 % together. The halo catalog holds a few hundred objects above
+#   $2\times10^{11}\,M_\odot/h$, and their *number* and masses respond steeply to
+#   $\sigma_8$ (the exponential tail of the mass function), with a scatter from seed to seed
+#   much smaller than that of the box's $P(k)$. The catalog also encodes small, nonlinear
+#   scales that the forecast had to drop. A sparse, biased tracer can carry more information
+#   about $\sigma_8$ than the low-k power of the full matter field.
+# - **Fisher bound vs achieved error.** A Fisher error is the Cramér-Rao lower bound for
+#   unbiased estimators *that use this data vector*, in the Gaussian approximation; it says
+#   nothing about estimators that see other data, such as the GNN. And an estimator trained
+#   on a finite set (1000 boxes, CAMELS priors) only approaches its own bound. $\epsilon$ is also a mean absolute relative error over the whole prior
 #   $\sigma_8 \in [0.6, 1.0]$, not a standard deviation at the fiducial point (for a Gaussian,
-#   the mean absolute error is $0.8\sigma$).
+#   the mean absolute error is $0.8\sigma$). That makes the GNN's figure look smaller, but it
+#   does not close a factor of ten.
 # - **Only two parameters.** Both vary only $\Omega_m$ and $\sigma_8$ (physml's boxes are
 #   dark-matter only). Real data would add astrophysical and nuisance parameters (CAMELS
 #   varies four feedback parameters), and marginalising over them widens every error.
