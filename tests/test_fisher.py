@@ -113,3 +113,27 @@ def test_confidence_ellipse_holds_its_probability():
     inside = np.einsum("ni,ij,nj->n", x, np.linalg.inv(cov), x) < 2.2957
     assert inside.mean() == pytest.approx(math.erf(1 / math.sqrt(2)), abs=0.01)
     assert marginal_errors(np.linalg.inv(cov)) == pytest.approx(np.sqrt(np.diag(cov)))
+
+
+def test_checkpoint_with_a_custom_time_dependent_solver():
+    """nbody(checkpoint=True) recomputes a user solver(pos, a) too: equal gradients, also for
+    a parameter that only the solver holds."""
+    from physml.cosmology import Cosmology
+    from physml.simulation import ForceSolver, initial_conditions, nbody
+
+    grads = []
+    for ckpt in (False, True):
+        s8 = torch.tensor(0.8, dtype=torch.float64, requires_grad=True)
+        w = torch.tensor(0.1, requires_grad=True)
+        cosmo = Cosmology(0.3, s8)
+        base = ForceSolver(SMALL.n_mesh, SMALL.box_size, cosmo.omega_m)
+
+        def solver(pos, a, base=base, w=w):
+            return base(pos, a) * (1.0 + w * a.float())
+
+        x, p = initial_conditions(cosmo, 6, SMALL)
+        x, _ = nbody(x, p, cosmo, SMALL.steps(), SMALL.n_mesh, SMALL.box_size, solver=solver,
+                     checkpoint=ckpt)  # fmt: skip
+        loss = torch.sin(x).sum()
+        grads.append(torch.stack([g.double() for g in torch.autograd.grad(loss, [s8, w])]))
+    assert torch.allclose(grads[0], grads[1], rtol=1e-10, atol=0.0)
