@@ -32,9 +32,9 @@
 # differences, Fisher matrices, ellipses) and `physml.simulation` (`nbody(...,
 # checkpoint=True)`); this notebook calls it.
 #
-# **Run time.** Parts 1-3 take about 6 minutes on a 2-core CPU in full mode (measured: see
-# the last cell); simulated spectra of the forecast are cached under `~/.cache/physml/`, so a
-# second run is faster. With `PHYSML_FAST=1` (the automatic tests) every simulation is tiny
+# **Run time.** Parts 1-3 took 8.5 minutes in full mode on a 2-core CPU shared with other
+# jobs (measured: the cell at the end of section 3); simulated spectra of the forecast are
+# cached under `~/.cache/physml/`, so a second run is faster. With `PHYSML_FAST=1` (the automatic tests) every simulation is tiny
 # and the numbers printed are meaningless; only the prose describes the full run.
 
 # %% tags=["nbval-ignore-output"]
@@ -88,7 +88,7 @@ print("fast mode:", FAST)
 # $k_f = 2\pi / L = 0.25\,h$/Mpc per bin, up to the particle Nyquist wavenumber
 # $k_\mathrm{Ny} = \pi n_p / L$.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 if FAST:
     LECTURE = SimulationConfig(n_particles=16, n_mesh=32, n_steps=5)
     SMALL = SimulationConfig(n_particles=16, n_mesh=32, n_steps=5)
@@ -317,7 +317,7 @@ if sel.any():
 # nonlinear at $a = 1$, and mode coupling moves power between scales: a higher $\sigma_8$
 # makes structure collapse earlier, and the collapse takes power from the large-scale modes
 # that fed it. One seed also carries the cosmic variance of the few modes of each low-k bin;
-# the response averaged over 48 seeds (section 3) is 1.7 in the lowest bin and 2.1-2.3 at
+# the response averaged over 48 seeds (section 3) is 1.7 in the lowest bin and 2.0-2.2 at
 # $k = 0.5$-$1.2\,h$/Mpc, where nonlinear growth makes $P$ grow faster than $\sigma_8^2$.
 #
 # **Resolution in time.** The lecture settings with 20 steps disagree with the three other
@@ -467,12 +467,12 @@ cc = np.corrcoef(pk_f, rowvar=False)[np.triu_indices(N_FISHER_BINS, 1)]
 print(f"correlation coefficients between bins: {cc.min():.2f} to {cc.max():.2f}")
 
 # %% [markdown]
-# The scatter of $P(k)$ over seeds is about 45 % in every bin, 2-4 times what a Gaussian
+# The scatter of $P(k)$ over seeds is 45-50 % in every bin, 2-4 times what a Gaussian
 # field's $\sqrt{2/N_\mathrm{modes}}$ gives at $k \geq 0.7\,h$/Mpc (50-150 independent modes
-# per bin there), and the bins are more than 80 % correlated with each other: in a box this small, $P(k)$ on these scales rises
-# and falls with the few largest structures of the box. The responses to $\Omega_m$ and
-# $\sigma_8$ have almost the same shape (both mostly change the amplitude), so the two
-# parameters are nearly degenerate.
+# per bin there), and the bins are more than 80 % correlated with each other: in a box this
+# small, $P(k)$ on these scales rises and falls with the few largest structures of the box.
+# The responses to $\Omega_m$ and $\sigma_8$ have almost the same shape (both mostly change
+# the amplitude), so the two parameters are nearly degenerate.
 #
 # Now the Fisher matrix from the first $n$ seeds, for growing $n$: the errors must settle
 # before we trust them. We plot the marginal error of each parameter and, dotted, the error
@@ -554,7 +554,7 @@ plt.show()
 #
 # - **Matter field vs halos.** The forecast keeps only five $P(k)$ bins up to
 #   $k \approx 1.2\,h$/Mpc, where the simulation has converged, and in a 25 Mpc/h box these
-#   bins scatter by about 45 % together. The halo catalog holds a few hundred objects above
+#   bins scatter by 45-50 % together. The halo catalog holds a few hundred objects above
 #   $2\times10^{11}\,M_\odot/h$, and their *number* and masses respond steeply to
 #   $\sigma_8$ (the exponential tail of the mass function), with a scatter from seed to seed
 #   much smaller than that of the box's $P(k)$. The catalog also encodes small, nonlinear
@@ -563,10 +563,10 @@ plt.show()
 # - **Fisher bound vs achieved error.** A Fisher error is the Cramér-Rao lower bound for
 #   unbiased estimators *that use this data vector*, in the Gaussian approximation; it says
 #   nothing about estimators that see other data, such as the GNN. And an estimator trained
-#   on a finite set (1000 boxes, CAMELS priors) only approaches its own bound. $\epsilon$ is also a mean absolute relative error over the whole prior
-#   $\sigma_8 \in [0.6, 1.0]$, not a standard deviation at the fiducial point (for a Gaussian,
-#   the mean absolute error is $0.8\sigma$). That makes the GNN's figure look smaller, but it
-#   does not close a factor of ten.
+#   on a finite set (1000 boxes, CAMELS priors) only approaches its own bound. $\epsilon$ is also a
+#   mean absolute relative error over the whole prior $\sigma_8 \in [0.6, 1.0]$, not a standard
+#   deviation at the fiducial point (for a Gaussian, the mean absolute error is $0.8\sigma$). That
+#   makes the GNN's figure look smaller, but it does not close the gap.
 # - **Only two parameters.** Both vary only $\Omega_m$ and $\sigma_8$ (physml's boxes are
 #   dark-matter only). Real data would add astrophysical and nuisance parameters (CAMELS
 #   varies four feedback parameters), and marginalising over them widens every error.
