@@ -34,8 +34,9 @@
 #
 # **Run time.** Parts 1-3 took 8.5 minutes in full mode on a 2-core CPU shared with other
 # jobs (measured: the cell at the end of section 3); simulated spectra of the forecast are
-# cached under `~/.cache/physml/`, so a second run is faster. With `PHYSML_FAST=1` (the automatic tests) every simulation is tiny
-# and the numbers printed are meaningless; only the prose describes the full run.
+# cached under `~/.cache/physml/`, so a second run is faster. With `PHYSML_FAST=1` (the
+# automatic tests) every simulation is tiny and the numbers printed are meaningless; only the
+# prose describes the full run.
 
 # %% tags=["nbval-ignore-output"]
 # Colab: install physml (and what Colab lacks); elsewhere nothing happens.
