@@ -433,7 +433,7 @@ else:
 # spectra and derivatives are cached on disk per seed, keyed by the settings.
 
 # %% tags=["nbval-ignore-output"]
-N_SEEDS = 10 if FAST else 48
+N_SEEDS = 2 * (N_FISHER_BINS + 3) if FAST else 48  # N / 2 seeds must exceed the bins + 2
 seeds = range(1000, 1000 + N_SEEDS)
 print(f"{N_SEEDS} seeds at the small settings: about {3 * N_SEEDS / 60:.0f} min on 2 CPU cores")
 kf_, pk_seeds, dpk_seeds = seed_responses(
