@@ -54,6 +54,8 @@ def simulated_power(
     dtype=torch.float32,
     checkpoint: bool = False,
     device=None,
+    fixed_amplitude: bool = False,
+    paired: bool = False,
 ):
     """P(k) of one PM run at scale factor ``a_end``, differentiable in theta.
 
@@ -61,12 +63,14 @@ def simulated_power(
     The run integrates ``config.n_steps`` steps linear in a from ``config.a_start`` to
     ``a_end`` on a ``config.n_mesh``^3 mesh; the density is painted on that mesh.
     dtype: float32 (the lecture's) or float64 (for finite differences at small steps).
+    fixed_amplitude, paired: fixed-amplitude (and phase-flipped) initial conditions, see
+    :func:`physml.simulation.white_noise`; for low-noise derivatives, not for covariances.
     Returns (k ``[B]`` h/Mpc, P ``[B]`` (Mpc/h)^3 float64), B = n_particles / 2.
     """
     if not config.a_start < a_end <= 1.0:
         raise ValueError(f"a_end must be in (a_start={config.a_start}, 1], got {a_end}")
     cosmo = Cosmology(*theta)
-    x, p = initial_conditions(cosmo, seed, config, device, dtype)
+    x, p = initial_conditions(cosmo, seed, config, device, dtype, fixed_amplitude, paired)
     steps = np.linspace(config.a_start, a_end, config.n_steps + 1)
     x, _ = nbody(x, p, cosmo, steps, config.n_mesh, config.box_size, checkpoint=checkpoint)
     delta = overdensity(x, config.n_mesh, config.box_size)

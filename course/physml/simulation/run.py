@@ -67,15 +67,24 @@ class SimulationResult:
 
 
 def initial_conditions(
-    cosmo: Cosmology, seed: int, config: SimulationConfig, device=None, dtype=torch.float32
+    cosmo: Cosmology,
+    seed: int,
+    config: SimulationConfig,
+    device=None,
+    dtype=torch.float32,
+    fixed_amplitude: bool = False,
+    paired: bool = False,
 ):
     """2LPT particle positions and momenta at a_start, each ``[n^3, 3]`` of ``dtype``.
 
     Particles start on a lattice at q = (i, j, l) * L / n, the grid of
     :func:`physml.simulation.linear_field`. Differentiable in the cosmology.
+    fixed_amplitude, paired: fixed-amplitude / phase-flipped white noise
+    (:func:`physml.simulation.white_noise`).
     """
     n, box = config.n_particles, config.box_size
-    psi1, psi2 = lpt_displacements(linear_modes(cosmo, seed, n, box, device, dtype), box)
+    modes = linear_modes(cosmo, seed, n, box, device, dtype, fixed_amplitude, paired)
+    psi1, psi2 = lpt_displacements(modes, box)
     i = torch.arange(n, device=device, dtype=dtype) * (box / n)
     q = torch.stack(torch.meshgrid(i, i, i, indexing="ij"), -1).view(-1, 3)
     a0 = torch.tensor(config.a_start, dtype=torch.float64)
