@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from physml import fisher
 from physml.fisher import (
     FIDUCIAL,
     confidence_ellipse,
@@ -137,3 +138,17 @@ def test_checkpoint_with_a_custom_time_dependent_solver():
         loss = torch.sin(x).sum()
         grads.append(torch.stack([g.double() for g in torch.autograd.grad(loss, [s8, w])]))
     assert torch.allclose(grads[0], grads[1], rtol=1e-10, atol=0.0)
+
+
+def test_seed_responses_cache_and_spectra_only(tmp_path, monkeypatch):
+    """P(k) without derivatives equals the P(k) of the autodiff path; the cache returns
+    what was computed; fixed-amplitude ICs are a different run with its own cache key."""
+    monkeypatch.setattr(fisher, "cache_dir", lambda: tmp_path)
+    k, pk, dpk = fisher.seed_responses([1, 2], TINY)
+    k2, pk2, none = fisher.seed_responses([1, 2], TINY, derivatives=False)
+    assert none is None and dpk.shape == (2, 2, len(k))
+    np.testing.assert_allclose(pk2, pk, rtol=1e-5)
+    np.testing.assert_array_equal(fisher.seed_responses([1, 2], TINY)[2], dpk)  # cached
+    _, pkx, _ = fisher.seed_responses([1, 2], TINY, derivatives=False, fixed_amplitude=True)
+    assert not np.allclose(pkx, pk)
+    assert len(list(tmp_path.iterdir())) == 3
