@@ -97,6 +97,31 @@ def test_nested_noise_keeps_large_scale_phases():
     assert torch.allclose(f32[1:m, 1:m, 1:m], f64[1:m, 1:m, 1:m], rtol=1e-4, atol=1e-9)
 
 
+def test_fixed_amplitude_and_paired_noise():
+    from physml.simulation import linear_modes, lpt_displacements
+    from physml.simulation.mesh import nyquist_mask, wavenumbers
+
+    c, n, box = Cosmology(0.3, 0.8), 16, 25.0
+    gauss = linear_modes(c, 4, n, box, dtype=torch.float64)
+    fixed = linear_modes(c, 4, n, box, dtype=torch.float64, fixed_amplitude=True)
+    kx, ky, kz = wavenumbers(n, box, dtype=torch.float64)
+    k = torch.sqrt(kx**2 + ky**2 + kz**2)
+    live = nyquist_mask(n).bool() & (k > 0)
+    # |delta_k|^2 = n^6 P(k) / V mode by mode, with the Gaussian field's phases
+    expected = n**6 * c.linear_power(k[live]) / box**3
+    assert torch.allclose(fixed.abs()[live] ** 2, expected, rtol=1e-5)
+    assert torch.allclose(fixed[live] / fixed.abs()[live], gauss[live] / gauss.abs()[live])
+    assert torch.all(fixed[~live] == 0)
+    # the Gaussian field's moduli do scatter (exponential |w|^2), the fixed ones do not
+    assert float((gauss.abs()[live] ** 2 / expected).std()) > 0.5
+    # the pair: opposite first-order displacements, equal second-order ones
+    paired = linear_modes(c, 4, n, box, dtype=torch.float64, fixed_amplitude=True, paired=True)
+    assert torch.equal(paired, -fixed)
+    (a1, a2), (b1, b2) = lpt_displacements(fixed, box), lpt_displacements(paired, box)
+    assert float((a1 + b1).abs().max()) < 1e-12 * float(a1.abs().max())
+    assert torch.allclose(a2, b2, rtol=1e-10, atol=1e-14)
+
+
 def test_cic_paint_readout_are_adjoint_and_conserve_mass():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(300, 3, generator=g, dtype=torch.float64) * 30 - 2.5  # wraps

@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from .cosmology import Cosmology
+from .settings import cache_root
 from .simulation import SimulationConfig, linear_modes, lpt_displacements, overdensity, simulate
 from .simulation.ics import second_order_growth
 
@@ -58,11 +59,6 @@ FIDUCIAL = (0.3, 0.8)
 N_BOXES = {"full": 16, "fast": 3}
 N_FIT = {"full": 10, "fast": 2}
 BOX_FORMAT_VERSION = 1  # bump when the cached box layout changes
-
-
-def cache_root() -> Path:
-    """physml's cache folder, ``$XDG_CACHE_HOME/physml`` (default ``~/.cache/physml``)."""
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "physml"
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from .catalogs import CatalogSet
 from .graphs import radius_graph
 from .limits import over_limit
-from .settings import BATCH_SIZE, MASS_CUT, R_LINK, Y_COLUMNS, fast_mode
+from .settings import BATCH_SIZE, MASS_CUT, R_LINK, Y_COLUMNS, cache_root, fast_mode
 
 __all__ = [
     "DEFAULT_CACHE",
@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 TARGET_NAMES = Y_COLUMNS  # the column order of Data.y
-DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "physml"
+DEFAULT_CACHE = cache_root()
 GRAPH_FORMAT_VERSION = 2  # bump when the cached graph layout changes
 #: keys of the feature standardisation dict (:func:`feature_norm`)
 NORM_KEYS = ("log_mass_mean", "log_mass_std", "log_n_mean", "log_n_std")

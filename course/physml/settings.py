@@ -8,6 +8,7 @@ periodic unit cube unless stated.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 __all__ = [
     "BATCH_SIZE",
@@ -17,6 +18,7 @@ __all__ = [
     "R_LINK",
     "TARGETS",
     "Y_COLUMNS",
+    "cache_root",
     "fast_mode",
 ]
 
@@ -43,3 +45,9 @@ def fast_mode() -> bool:
     The one place the environment variable is read; also importable as
     ``physml.fast_mode``, ``physml.graphdata.fast_mode`` and ``physml.datasets.fast_mode``."""
     return os.environ.get("PHYSML_FAST", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def cache_root() -> Path:
+    """physml's cache folder, ``$XDG_CACHE_HOME/physml`` (default ``~/.cache/physml``): the
+    one place every cache (graphs, reference results, simulated boxes) is rooted."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "physml"

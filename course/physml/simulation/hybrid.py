@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from ..cosmology import Cosmology
+from ..settings import cache_root
 from .mesh import cross_power_spectrum, overdensity, power_spectrum, wavenumbers
 from .nbody import ForceSolver, nbody
 from .run import SimulationConfig, initial_conditions
@@ -194,9 +194,7 @@ class HybridForceSolver(ForceSolver):
 def _cache_path(kind: dict, cache_dir) -> Path | None:
     if cache_dir is False:
         return None
-    root = Path(
-        cache_dir or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "physml"
-    )
+    root = Path(cache_dir or cache_root())
     key = hashlib.sha256(json.dumps(kind, sort_keys=True).encode()).hexdigest()[:16]
     return root / "hybrid" / f"reference_{key}.npz"
 

@@ -20,12 +20,21 @@ def _level_seed(seed: int, n: int) -> int:
     return (int(seed) * 1_000_003 + n * 7_919) % (2**63 - 1)
 
 
-def white_noise(seed: int, n: int, device=None) -> torch.Tensor:
+def white_noise(
+    seed: int, n: int, device=None, fixed_amplitude: bool = False, paired: bool = False
+) -> torch.Tensor:
     """Unit-variance complex white noise on an rfftn grid, ``[n, n, n // 2 + 1]`` complex64.
 
     Each mode has E|w|^2 = 1 (``norm="ortho"``); the k = 0 mode and the Nyquist planes are
     zero. Modes with |k_i| < n/4 in every axis equal those of ``white_noise(seed, n // 2)``.
     Drawn on the CPU (so results do not depend on the device) and moved to ``device``.
+
+    fixed_amplitude: set every mode's modulus to exactly 1, keeping the seed's phases
+    (Angulo & Pontzen 2016): the field has no cosmic-variance scatter in its initial
+    power, which makes seed-averaged *derivatives* far less noisy. Its statistics are not
+    Gaussian, so a covariance must still come from ordinary (Gaussian) seeds.
+    paired: flip every phase by pi (w -> -w), the partner of a fixed pair
+    (Villaescusa-Navarro et al. 2018); averaging the pair cancels the odd orders in w.
     """
     if n < 2 or n & (n - 1):
         raise ValueError(f"grid size must be a power of two >= 2, got {n}")
@@ -38,21 +47,38 @@ def white_noise(seed: int, n: int, device=None) -> torch.Tensor:
             for sy in (slice(0, m), slice(-m + 1, None)):
                 w[sx, sy, :m] = low[sx, sy, :m]
     w = w * nyquist_mask(n)
+    if fixed_amplitude:
+        w = torch.where(w.abs() > 0, w / w.abs().clamp_min(1e-30), w)
+    if paired:
+        w = -w
     return w.to(device) if device is not None else w
 
 
-def linear_modes(cosmo: Cosmology, seed: int, n: int, box_size: float, device=None):
+def linear_modes(
+    cosmo: Cosmology,
+    seed: int,
+    n: int,
+    box_size: float,
+    device=None,
+    dtype=torch.float32,
+    fixed_amplitude: bool = False,
+    paired: bool = False,
+):
     """Fourier modes of the z = 0 linear density contrast, ``[n, n, n // 2 + 1]`` complex.
 
     Normalised as the unnormalised DFT, delta_k = n^3 sqrt(P(k) / V) w_k, so that
     ``torch.fft.irfftn`` gives delta(x) on the grid. Differentiable in the cosmology.
+    dtype: the real dtype (float32 -> complex64, float64 -> complex128; the white noise
+    itself is drawn in float32 either way, so both dtypes give the same field).
+    fixed_amplitude, paired: see :func:`white_noise` (|delta_k|^2 = n^6 P(k) / V exactly
+    for a fixed field).
     """
-    w = white_noise(seed, n, device)
+    w = white_noise(seed, n, device, fixed_amplitude, paired)
     kx, ky, kz = wavenumbers(n, box_size, device, torch.float64)
     k = torch.sqrt(kx**2 + ky**2 + kz**2)
     k[0, 0, 0] = 1.0  # the k = 0 mode of w is zero anyway
     amp = torch.sqrt(cosmo.linear_power(k) / box_size**3) * n**3
-    return w * amp.to(torch.float32)
+    return w.to(torch.complex64 if dtype == torch.float32 else torch.complex128) * amp.to(dtype)
 
 
 def linear_field(cosmo: Cosmology, seed: int, n: int, box_size: float, device=None):
@@ -73,7 +99,7 @@ def lpt_displacements(delta_k: torch.Tensor, box_size: float):
     lap phi1 = delta, lap phi2 = sum_{i<j} (phi1_ii phi1_jj - phi1_ij^2).
     """
     n = delta_k.shape[0]
-    ks = wavenumbers(n, box_size, delta_k.device, torch.float32)
+    ks = wavenumbers(n, box_size, delta_k.device, delta_k.real.dtype)
     k2 = ks[0] ** 2 + ks[1] ** 2 + ks[2] ** 2
     k2[0, 0, 0] = 1.0
     phi1 = -delta_k / k2

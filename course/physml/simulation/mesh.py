@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 
 
@@ -85,14 +86,44 @@ def cic_readout_padded(padded: torch.Tensor, pos: torch.Tensor, box_size: float)
 
     padded: ``[C, n+1, n+1, n+1]``; pos: ``[N, 3]`` Mpc/h in [0, box_size]. Returns
     ``[N, C]``. CIC readout is trilinear interpolation, so this is ``grid_sample`` (fast,
-    differentiable, CPU and CUDA).
+    differentiable, CPU and CUDA). Under forward-mode AD, which ``grid_sample`` lacks, the
+    eight corners are gathered instead (same values).
     """
+    if _has_tangent(padded) or _has_tangent(pos):
+        return _readout_gather(padded, pos, box_size)
     g = pos * (2.0 / box_size) - 1.0  # [0, L] -> [-1, 1] <-> padded indices [0, n]
     grid = g.flip(-1).to(padded.dtype).view(1, 1, 1, -1, 3)  # grid_sample wants (z, y, x)
     out = F.grid_sample(
         padded[None], grid, mode="bilinear", padding_mode="border", align_corners=True
     )
     return out.view(padded.shape[0], -1).T
+
+
+def _has_tangent(t: torch.Tensor) -> bool:
+    """True when t carries a forward-mode (``torch.autograd.forward_ad``) tangent."""
+    return fwAD.unpack_dual(t).tangent is not None
+
+
+def _readout_gather(padded: torch.Tensor, pos: torch.Tensor, box_size: float) -> torch.Tensor:
+    """:func:`cic_readout_padded` by gathering the 8 corners; used under forward-mode AD,
+    which ``grid_sample`` does not support. Same arguments and values (to rounding)."""
+    c, n1 = padded.shape[0], padded.shape[1]
+    n = n1 - 1
+    g = pos * (n / box_size)
+    i0f = torch.floor(g).clamp(0, n - 1)
+    f = g - i0f
+    i0 = i0f.long()
+    flat = padded.reshape(c, -1)
+    out = torch.zeros(c, pos.shape[0], dtype=padded.dtype, device=padded.device)
+    for dx in (0, 1):
+        wx = f[:, 0] if dx else 1.0 - f[:, 0]
+        for dy in (0, 1):
+            wy = f[:, 1] if dy else 1.0 - f[:, 1]
+            for dz in (0, 1):
+                wz = f[:, 2] if dz else 1.0 - f[:, 2]
+                idx = ((i0[:, 0] + dx) * n1 + i0[:, 1] + dy) * n1 + i0[:, 2] + dz
+                out = out + flat[:, idx] * (wx * wy * wz).to(padded.dtype)
+    return out.T
 
 
 def fd_gradient_padded(phi: torch.Tensor, cell: float) -> torch.Tensor:

@@ -19,6 +19,7 @@ as D(a) to about 1 % up to k = 1 h/Mpc (tests/test_simulation.py).
 from __future__ import annotations
 
 import torch
+from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from ..cosmology import Cosmology
 from .mesh import (
@@ -35,24 +36,25 @@ class ForceSolver:
     """PM force on particles; precomputes the Green's function for an n^3 mesh.
 
     Args:
-        n_mesh: mesh cells per side; box_size: Mpc/h; omega_m: float or 0-d tensor.
+        n_mesh: mesh cells per side; box_size: Mpc/h; omega_m: float or 0-d tensor;
+        dtype: real dtype of the Green's function (that of the particle positions).
     """
 
-    def __init__(self, n_mesh: int, box_size: float, omega_m, device=None):
+    def __init__(self, n_mesh: int, box_size: float, omega_m, device=None, dtype=torch.float32):
         self.n, self.box = n_mesh, box_size
-        kx, ky, kz = wavenumbers(n_mesh, box_size, device, torch.float32)
+        kx, ky, kz = wavenumbers(n_mesh, box_size, device, dtype)
         k2 = kx**2 + ky**2 + kz**2
         k2[0, 0, 0] = 1.0
-        green = -nyquist_mask(n_mesh, device).float() / k2
+        green = -nyquist_mask(n_mesh, device).to(dtype) / k2
         # Undo the CIC paint and readout smoothing, but only below 3/4 of the mesh Nyquist
         # frequency: the painted lattice's own modes near the mesh Nyquist must not be
         # amplified (see the module docstring).
-        w2 = cic_window(n_mesh, box_size, device, torch.float32) ** 2
+        w2 = cic_window(n_mesh, box_size, device, dtype) ** 2
         k_max = 0.75 * torch.pi * n_mesh / box_size
         low = (kx.abs() < k_max) & (ky.abs() < k_max) & (kz.abs() < k_max)
         green = torch.where(low, green / w2, green)
         self.kernel = green * (1.5 * omega_m)  # keeps omega_m's autograd graph
-        self.kernel = self.kernel.to(torch.float32)
+        self.kernel = self.kernel.to(dtype)
 
     def __call__(self, pos: torch.Tensor, a=None) -> torch.Tensor:
         """Force F = -grad phi at the particles; pos ``[N, 3]`` Mpc/h -> ``[N, 3]``.
@@ -100,6 +102,7 @@ def nbody(
     box_size: float,
     callback=None,
     solver=None,
+    checkpoint: bool = False,
 ):
     """Kick-drift-kick leapfrog through the scale factors ``steps``.
 
@@ -107,20 +110,38 @@ def nbody(
     scale factors (float sequence). Returns (x, p) at ``steps[-1]``; positions are
     wrapped into [0, box_size). ``callback(a, x, p)`` is called after each step.
     ``solver(pos, a)`` returns the force ``[N, 3]`` at scale factor ``a`` (0-d float64
-    tensor); default :class:`ForceSolver` on an ``n_mesh``^3 mesh.
+    tensor); default :class:`ForceSolver` on an ``n_mesh``^3 mesh, in the dtype of x.
     Differentiable in x, p and the cosmology.
+
+    ``checkpoint=True`` recomputes each step during the backward pass
+    (``torch.utils.checkpoint``) instead of storing its intermediate meshes: autograd then
+    keeps only (x, p, force) per step, ``3 x [N, 3]``, rather than the paint, FFT and
+    gradient meshes, at the price of one more forward pass. It is the discrete analogue of
+    the adjoint method and gives the same gradients (``benchmarks/bench_memory.py``).
     """
     if solver is None:
-        solver = ForceSolver(n_mesh, box_size, cosmo.omega_m, x.device)
+        solver = ForceSolver(n_mesh, box_size, cosmo.omega_m, x.device, x.dtype)
     table = GrowthTable(cosmo)
     a = [torch.tensor(float(s), dtype=torch.float64) for s in steps]
     force = solver(x, a[0])
     for ai, af in zip(a[:-1], a[1:], strict=True):
         ac = torch.sqrt(ai * af)
-        p = p + force * table.kick_factor(ai, ai, ac).to(x.dtype)
-        x = torch.remainder(x + p * table.drift_factor(ai, ac, af).to(x.dtype), box_size)
-        force = solver(x, af)
-        p = p + force * table.kick_factor(ac, af, af).to(x.dtype)
+        k1 = table.kick_factor(ai, ai, ac).to(x.dtype)
+        dr = table.drift_factor(ai, ac, af).to(x.dtype)
+        k2 = table.kick_factor(ac, af, af).to(x.dtype)
+        args = (x, p, force, k1, dr, k2, af, solver, box_size)
+        if checkpoint and torch.is_grad_enabled():
+            x, p, force = _checkpoint(_kdk_step, *args, use_reentrant=False)
+        else:
+            x, p, force = _kdk_step(*args)
         if callback is not None:
             callback(float(af), x, p)
     return x, p
+
+
+def _kdk_step(x, p, force, k1, dr, k2, af, solver, box_size):
+    """One kick-drift-kick step; force is that at the step's start. Returns (x, p, force)."""
+    p = p + force * k1
+    x = torch.remainder(x + p * dr, box_size)
+    force = solver(x, af)
+    return x, p + force * k2, force

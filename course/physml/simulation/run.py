@@ -67,23 +67,33 @@ class SimulationResult:
     p: torch.Tensor | None = None
 
 
-def initial_conditions(cosmo: Cosmology, seed: int, config: SimulationConfig, device=None):
-    """2LPT particle positions and momenta at a_start, each ``[n^3, 3]`` float32.
+def initial_conditions(
+    cosmo: Cosmology,
+    seed: int,
+    config: SimulationConfig,
+    device=None,
+    dtype=torch.float32,
+    fixed_amplitude: bool = False,
+    paired: bool = False,
+):
+    """2LPT particle positions and momenta at a_start, each ``[n^3, 3]`` of ``dtype``.
 
     Particles start on a lattice at q = (i, j, l) * L / n, the grid of
-    :func:`physml.simulation.linear_field`.
+    :func:`physml.simulation.linear_field`. Differentiable in the cosmology.
+    fixed_amplitude, paired: fixed-amplitude / phase-flipped white noise
+    (:func:`physml.simulation.white_noise`).
     """
     n, box = config.n_particles, config.box_size
-    psi1, psi2 = lpt_displacements(linear_modes(cosmo, seed, n, box, device), box)
-    i = torch.arange(n, device=device, dtype=torch.float32) * (box / n)
+    modes = linear_modes(cosmo, seed, n, box, device, dtype, fixed_amplitude, paired)
+    psi1, psi2 = lpt_displacements(modes, box)
+    i = torch.arange(n, device=device, dtype=dtype) * (box / n)
     q = torch.stack(torch.meshgrid(i, i, i, indexing="ij"), -1).view(-1, 3)
     a0 = torch.tensor(config.a_start, dtype=torch.float64)
     d1, dd1 = cosmo.growth_factor(a0), cosmo.growth_derivative(a0)
     d2, dd2 = second_order_growth(cosmo, a0)
     a3e = a0**3 * cosmo.efunc(a0)
-    f32 = torch.float32
-    x = q + d1.to(f32) * psi1 + d2.to(f32) * psi2
-    p = (a3e * dd1).to(f32) * psi1 + (a3e * dd2).to(f32) * psi2
+    x = q + d1.to(dtype) * psi1 + d2.to(dtype) * psi2
+    p = (a3e * dd1).to(dtype) * psi1 + (a3e * dd2).to(dtype) * psi2
     return torch.remainder(x, box), p
 
 
