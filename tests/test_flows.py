@@ -16,21 +16,23 @@ def test_every_layer_logdet_equals_autograd(conditional):
     torch.manual_seed(0)
     cls = flows.ConditionalFourierFlow if conditional else flows.FourierFlow
     flow = cls(4, grf.GRF_BOX, n_layers=3, n_knots=6, n_bins=5, bound=2.0)
-    with torch.no_grad():
+    with torch.no_grad():  # random splines, but not so extreme that slogdet loses digits
         for p in flow.parameters():
-            p.normal_(0.0, 0.5)
+            p.normal_(0.0, 0.3 if conditional else 0.5)
     theta = torch.tensor([[0.25, 0.7]], dtype=torch.float64) if conditional else None
     params = flow.layer_params(1, theta)
     x = 1.5 * torch.randn(1, 4, 4, 4, dtype=torch.float64)
     for i in range(flow.n_layers):
         y, logdet = flow.layer(x, params[:, i])
         ref = _jacobian_logdet(lambda v, i=i: flow.layer(v, params[:, i])[0], x)
-        assert abs(float(logdet) - float(ref)) < 1e-5
+        assert abs(float(logdet.detach()) - float(ref)) < 1e-5
         x = y
     # the whole flow: the sum of the layers
     x0 = torch.randn(1, 4, 4, 4, dtype=torch.float64)
     _, total = flow(x0, theta)
-    assert abs(float(total) - float(_jacobian_logdet(lambda v: flow(v, theta)[0], x0))) < 1e-5
+    assert (
+        abs(float(total.detach()) - float(_jacobian_logdet(lambda v: flow(v, theta)[0], x0))) < 1e-5
+    )
 
 
 def test_rq_spline_is_monotone_and_its_derivative_is_right():
@@ -48,7 +50,9 @@ def test_rq_spline_is_monotone_and_its_derivative_is_right():
     assert torch.allclose(torch.exp(logd), grad, rtol=1e-10, atol=1e-12)
     # zero parameters: the identity
     y0, l0 = flows.rq_spline(x, torch.zeros_like(params), bound=3.0)
-    assert torch.allclose(y0, x, atol=1e-12) and torch.allclose(l0, torch.zeros_like(l0), atol=1e-12)
+    assert torch.allclose(y0, x, atol=1e-12) and torch.allclose(
+        l0, torch.zeros_like(l0), atol=1e-12
+    )
 
 
 def test_cubic_spline_interpolates_and_reproduces_cubics():
@@ -73,9 +77,11 @@ def test_optimal_linear_flow_reproduces_the_analytic_likelihood():
     ref = grf.log_likelihood_eigen(x, lam)
     w = grf.mode_weights(n)
     logdet = -0.5 * (w * torch.log(lam)).sum()
-    mine = -0.5 * (z**2).sum(dim=(-3, -2, -1)) - 0.5 * n**3 * torch.log(
-        torch.tensor(2 * torch.pi, dtype=torch.float64)
-    ) + logdet
+    mine = (
+        -0.5 * (z**2).sum(dim=(-3, -2, -1))
+        - 0.5 * n**3 * torch.log(torch.tensor(2 * torch.pi, dtype=torch.float64))
+        + logdet
+    )
     assert torch.allclose(mine, ref, atol=1e-8)
     assert flow.log_prob(x).shape == (3,)
 

@@ -59,9 +59,9 @@ def cubic_spline(u: Tensor, values: Tensor) -> Tensor:
     p0, p1, p2, p3 = (pad[:, i + j] for j in range(4))
     m1, m2 = 0.5 * (p2 - p0), 0.5 * (p3 - p1)
     t2, t3 = t * t, t * t * t
-    return (
-        (2 * t3 - 3 * t2 + 1) * p1 + (t3 - 2 * t2 + t) * m1 + (-2 * t3 + 3 * t2) * p2
-    ) + (t3 - t2) * m2
+    return ((2 * t3 - 3 * t2 + 1) * p1 + (t3 - 2 * t2 + t) * m1 + (-2 * t3 + 3 * t2) * p2) + (
+        t3 - t2
+    ) * m2
 
 
 def n_rq_params(n_bins: int) -> int:
@@ -245,9 +245,12 @@ def fit(
     batches: Callable[[int], tuple[Tensor, Tensor | None]],
     steps: int,
     lr: float = 2e-2,
+    average_from: float = 0.5,
     progress: bool = True,
 ) -> list[float]:
-    """Maximum-likelihood training with Adam and a cosine learning-rate decay.
+    """Maximum-likelihood training with Adam and a cosine learning-rate decay; the final
+    parameters are the average of the iterates over the last ``1 - average_from`` of the
+    steps (Polyak-Ruppert averaging, which removes most of the minibatch noise).
 
     batches(step) -> (x ``[B, n, n, n]``, theta ``[B, 2]`` or None). Returns the loss per
     step, -log p per cell in nats.
@@ -256,6 +259,8 @@ def fit(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     losses = []
     n3 = flow.n**3
+    start = int(average_from * steps)
+    avg = [torch.zeros_like(p) for p in flow.parameters()]
     for step in tqdm(range(steps), disable=not progress, desc="flow training"):
         x, theta = batches(step)
         loss = -flow.log_prob(x, theta).mean() / n3
@@ -264,6 +269,13 @@ def fit(
         opt.step()
         sched.step()
         losses.append(float(loss.detach()))
+        if step >= start:
+            with torch.no_grad():
+                for a, p in zip(avg, flow.parameters(), strict=True):
+                    a += p
+    with torch.no_grad():
+        for a, p in zip(avg, flow.parameters(), strict=True):
+            p.copy_(a / (steps - start))
     return losses
 
 
@@ -300,7 +312,10 @@ def grid_posterior(log_like: Callable[[Tensor], Tensor], lo, hi, n_grid: int = 4
     ``post`` ``[n_grid, n_grid]`` (normalised, index [i_param0, i_param1]), ``mean`` ``[2]``
     and ``std`` ``[2]``.
     """
-    axes = [torch.linspace(float(a), float(b), n_grid, dtype=torch.float64) for a, b in zip(lo, hi)]
+    axes = [
+        torch.linspace(float(a), float(b), n_grid, dtype=torch.float64)
+        for a, b in zip(lo, hi, strict=True)
+    ]
     g0, g1 = torch.meshgrid(*axes, indexing="ij")
     theta = torch.stack([g0.reshape(-1), g1.reshape(-1)], -1)
     logp = log_like(theta).detach().to(torch.float64).cpu().reshape(n_grid, n_grid)
@@ -309,6 +324,21 @@ def grid_posterior(log_like: Callable[[Tensor], Tensor], lo, hi, n_grid: int = 4
     mean = torch.stack([(post * g0).sum(), (post * g1).sum()])
     var = torch.stack([(post * (g0 - mean[0]) ** 2).sum(), (post * (g1 - mean[1]) ** 2).sum()])
     return {"grid": axes, "post": post, "mean": mean, "std": var.sqrt()}
+
+
+def likelihood_on(flow: FourierFlow, x: Tensor, chunk: int = 256) -> Callable[[Tensor], Tensor]:
+    """theta ``[G, 2]`` -> log p(x | theta) ``[G]`` of a conditional flow for one field x
+    ``[n, n, n]``, evaluated in chunks of ``chunk`` parameter points (no gradients)."""
+
+    def log_like(theta: Tensor) -> Tensor:
+        with torch.no_grad():
+            parts = [
+                flow.log_prob(x.unsqueeze(0).expand(len(t), -1, -1, -1), t.to(x.device))
+                for t in theta.split(chunk)
+            ]
+        return torch.cat(parts)
+
+    return log_like
 
 
 def zoomed_posterior(
