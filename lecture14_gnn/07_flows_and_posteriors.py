@@ -158,7 +158,7 @@ for i, p in enumerate(check.layer_params(1).unbind(1)):
 # that the filtered field has unit variance) and $\psi$ as the identity. For a Gaussian
 # field the optimum is known: $T(k) \propto 1/\sqrt{P(k)}$ whitens the field and $\psi$ is
 # linear; the flow's likelihood is then the analytic one. The final weights are the
-# average of the iterates over the second half of training, which removes most of the
+# average of the iterates over the last quarter of training, which removes most of the
 # noise of the small batches.
 
 # %% tags=["nbval-ignore-output"]
@@ -176,7 +176,7 @@ def fiducial_fields(n_fields):
 flow = flows.FourierFlow(N_FIELD, BOX, n_layers=1, n_bins=4)
 flow.initialize(fiducial_fields(8))
 print(f"{STEPS_1} steps (about {0.25 * STEPS_1 / 60:.0f} min on a 2-core CPU)")
-losses = flows.fit(flow, lambda step: (fiducial_fields(4), None), STEPS_1, lr=0.05)
+losses = flows.fit(flow, lambda step: (fiducial_fields(4), None), STEPS_1, lr=0.1)
 
 # %% [markdown]
 # The learned filter against the optimum: $T(k)\sqrt{P(k)}$, averaged in $|k|$ bins and
@@ -226,7 +226,7 @@ print(
 
 # %% tags=["nbval-ignore-output"]
 N_COND = 8 if FAST else 16
-STEPS_2 = 30 if FAST else 1500
+STEPS_2 = 30 if FAST else 800
 table = grf.PowerTable(N_COND, BOX)
 cflow = flows.ConditionalFourierFlow(N_COND, BOX, n_layers=1, n_bins=4)
 gen2 = torch.Generator().manual_seed(2)
@@ -240,7 +240,7 @@ def prior_batch(step, size=8):
 
 
 print(f"{STEPS_2} steps (about {0.1 * STEPS_2 / 60:.0f} min on a 2-core CPU)")
-closses = flows.fit(cflow, prior_batch, STEPS_2, lr=0.02)
+closses = flows.fit(cflow, prior_batch, STEPS_2, lr=0.03)
 
 # %% [markdown]
 # For 20 held-out fields at random $\theta$ we compute two posteriors on a grid, both
@@ -315,7 +315,7 @@ graph_loaders, _ = make_loaders(cset, split)
 summary_loaders = npe.summary_loaders(cset, split)
 n_stats = summary_loaders["train"].dataset.tensors[0].shape[1]
 SEEDS = [0] if FAST else [0, 1, 2]
-EPOCHS = {"gnn": 2 if FAST else 30, "summary": 2 if FAST else 200}
+EPOCHS = {"gnn": 2 if FAST else 20, "summary": 2 if FAST else 100}
 N_SAMPLES = 200 if FAST else 1000
 print(
     f"train / val / test: {[len(v) for v in split.values()]} catalogs; "

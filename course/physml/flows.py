@@ -33,7 +33,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .cosmology import PRIOR_RANGES
 from .grf import kmag, mode_weights
@@ -197,11 +197,27 @@ class FourierFlow(nn.Module):
         return sum(cubic_spline(u, params[:, i, : self.n_knots]) for i in range(self.n_layers))
 
     @torch.no_grad()
-    def initialize(self, x: Tensor) -> None:
-        """Data-dependent start: flat filters that give the first layer unit variance,
-        psi the identity. x: ``[B, n, n, n]`` training fields."""
+    def initialize(self, x: Tensor, whiten: bool = False) -> None:
+        """Data-dependent start, psi the identity. ``whiten=False``: flat filters that give
+        the first layer unit variance. ``whiten=True``: the first filter is 1 / sqrt of the
+        power measured in ``x`` around each knot (as Glow's actnorm, but per |k|), so that
+        training only refines it. x: ``[B, n, n, n]`` training fields."""
         self.base.zero_()
-        self.base[0, : self.n_knots] = -torch.log(x.to(self.base).std())
+        x = x.to(self.base)
+        if not whiten:
+            self.base[0, : self.n_knots] = -torch.log(x.std())
+            return
+        p = (torch.fft.rfftn(x, dim=(-3, -2, -1)).abs() ** 2).mean(0).reshape(-1) / self.n**3
+        knot = self.u_modes.round().long().clamp(0, self.n_knots - 1)
+        w = self.weights
+        psum = torch.zeros(self.n_knots, dtype=x.dtype).index_add(0, knot, w * p)
+        cnt = torch.zeros(self.n_knots, dtype=x.dtype).index_add(0, knot, w)
+        logp = torch.log(psum / cnt.clamp_min(1e-12))
+        # knots with no modes take their neighbours' value
+        ok = cnt > 0
+        idx = torch.arange(self.n_knots)
+        nearest = idx[ok][(idx[:, None] - idx[ok][None]).abs().argmin(1)]
+        self.base[0, : self.n_knots] = -0.5 * logp[nearest]
 
 
 def theta_to_unit(theta: Tensor) -> Tensor:
@@ -245,7 +261,7 @@ def fit(
     batches: Callable[[int], tuple[Tensor, Tensor | None]],
     steps: int,
     lr: float = 2e-2,
-    average_from: float = 0.5,
+    average_from: float = 0.75,
     progress: bool = True,
 ) -> list[float]:
     """Maximum-likelihood training with Adam and a cosine learning-rate decay; the final
