@@ -219,8 +219,8 @@ print(
 # Now the flow's spline values become functions of $\theta = (\Omega_m, \sigma_8)$: a small
 # MLP maps $\theta$ to offsets of every spline value, so that the flow models
 # $p(x \mid \theta)$. It is trained on fields drawn over the whole prior (the CAMELS box,
-# flat), one fresh $\theta$ per field, 64 fields per step. To keep this part short on a CPU the fields are
-# $16^3$ here, which also makes the posterior wide enough to see on a plot.
+# flat), one fresh $\theta$ per field, 64 fields per step. To keep this part short on a
+# CPU the fields are $16^3$ here, which also makes the posterior wide enough to see.
 #
 # P(k) for thousands of $\theta$ is tabulated once (`grf.PowerTable`: $\sigma_8$ enters as
 # $\sigma_8^2$ exactly, $\Omega_m$ is interpolated on a fine table), for the training
