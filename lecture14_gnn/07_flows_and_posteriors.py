@@ -12,9 +12,9 @@
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/physml-course/physml/blob/main/lecture14_gnn/07_flows_and_posteriors.ipynb)
 #
 # The lecture GNN predicts a mean and a standard deviation per parameter. That is a
-# Gaussian with a diagonal covariance, and it cannot show what the halo catalogs really
-# constrain: a curved ridge in the ($\Omega_m$, $\sigma_8$) plane along
-# $\sigma_8\,\Omega_m^{0.5}$. A **normalizing flow** can. A flow is an invertible map
+# Gaussian with a diagonal covariance, and it cannot show which combination of
+# ($\Omega_m$, $\sigma_8$) a catalog pins down and which it leaves free: the shape of the
+# joint posterior. A **normalizing flow** can. A flow is an invertible map
 # $z = f(x)$ from the data to a standard normal latent variable, with the exact density
 #
 # $$ \log p(x) = \log \mathcal{N}(f(x); 0, I)
@@ -343,9 +343,10 @@ for kind, loaders in (("gnn", graph_loaders), ("summary", summary_loaders)):
 # ### Posteriors of single catalogs
 #
 # Samples of $q(\theta \mid x)$ for four test catalogs, from the first seed of each model.
-# The dashed line is the curve $\sigma_8\,\Omega_m^{0.5}$ = const through the truth: the
-# posteriors are bananas along it. Halo abundance and clustering fix a combination of
-# amplitude and matter density, much as cluster counts and weak lensing fix $S_8$.
+# The dashed line is the curve $\sigma_8\,\Omega_m^{0.5}$ = const through the truth, the
+# degeneracy direction of cluster counts and weak lensing ($S_8$). Look at the shapes
+# before the numbers: how wide is each posterior along $\Omega_m$ and along $\sigma_8$, is
+# it tilted, does it follow the dashed curve, and do the two summaries agree?
 
 # %% tags=["nbval-ignore-output"]
 fig, axes = plt.subplots(1, 4, figsize=(15, 3.8), sharey=True)
@@ -425,8 +426,8 @@ plt.show()
 # * Trained the other way round, a flow over $\theta$ is the posterior itself (NPE), with
 #   any summary as its context. The GNN and the summary statistics are compared here by
 #   the widths of calibrated posteriors, which is a fairer comparison than the point
-#   estimates of the lecture, and the bananas show the degeneracy a mean and a standard
-#   deviation per parameter hide.
+#   estimates of the lecture, and the joint samples show the correlation between the
+#   parameters that a mean and a standard deviation per parameter hide.
 #
 # Related tools: `sbi` wraps NPE with embedding networks and the SBC and TARP diagnostics;
 # `zuko` (used here) provides the flows.
