@@ -326,15 +326,10 @@ print(
 results = {}
 for kind, loaders in (("gnn", graph_loaders), ("summary", summary_loaders)):
     for seed in SEEDS:
-        model = npe.fit_npe(
-            kind,
-            loaders,
-            EPOCHS[kind],
-            tempfile.mkdtemp(prefix=f"npe_{kind}_{seed}_"),
-            seed=seed,
-            fast=FAST,
-            n_features=n_stats,
-        )
+        with tempfile.TemporaryDirectory() as run_dir:  # checkpoints, deleted afterwards
+            model = npe.fit_npe(
+                kind, loaders, EPOCHS[kind], run_dir, seed=seed, fast=FAST, n_features=n_stats
+            )
         samples, truth = model.sample(loaders["test"], N_SAMPLES)
         results[kind, seed] = samples, truth
         print(f"{kind:8s} seed {seed}: {len(truth)} test catalogs, {N_SAMPLES} samples each")
