@@ -644,6 +644,11 @@ class MPGNN(nn.Module):
         Returns:
             ``mean``, ``std``: ``[B, n_targets]`` each, physical units, ``std > 0``.
         """
+        return gaussian_output(self.readout_features(data), self.target_offset, self.target_scale)
+
+    def readout_features(self, data) -> Tensor:
+        """The readout's raw output ``[B, F]`` (F = 2 n_targets unless ``readout`` was
+        replaced, e.g. by a wider :class:`GlobalModel` to embed graphs for a flow)."""
         x, pos, edge_index, batch, u, num_graphs = self._inputs(data)
         h, e = self.embed(data, x, pos, edge_index, batch)
         if len(self.layers):  # the incidence matrices, built once for all layers
@@ -651,8 +656,7 @@ class MPGNN(nn.Module):
             targets = Incidence(edge_index[1], h.size(0), h.dtype)
         for layer in self.layers:
             h, e = layer(h, edge_index, e, batch, sources, targets)
-        out = self.readout(h, edge_index, e, u, batch, num_graphs=num_graphs)
-        return gaussian_output(out, self.target_offset, self.target_scale)
+        return self.readout(h, edge_index, e, u, batch, num_graphs=num_graphs)
 
     def embed(self, data, x: Tensor, pos: Tensor, edge_index: Tensor, batch: Tensor):
         """Node and edge embeddings ``[N, node_emb_size]``, ``[E, edge_emb_size]``.

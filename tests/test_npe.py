@@ -1,0 +1,74 @@
+"""NPE diagnostics against exact posteriors of a conjugate Gaussian model; the GNN context."""
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("zuko")
+pytest.importorskip("tarp")
+
+from physml import npe  # noqa: E402
+
+
+def _conjugate(n_sims=400, n_samples=300, width_factor=1.0, seed=0):
+    # theta ~ N(0.3, 0.8; 0.05^2), x = theta + N(0, 0.03^2): the posterior is Gaussian
+    rng = np.random.default_rng(seed)
+    mu0, s0, sn = np.array([0.3, 0.8]), 0.05, 0.03
+    theta = mu0 + s0 * rng.standard_normal((n_sims, 2))
+    x = theta + sn * rng.standard_normal((n_sims, 2))
+    var = 1 / (1 / s0**2 + 1 / sn**2)
+    mean = var * (mu0 / s0**2 + x / sn**2)
+    samples = mean + width_factor * np.sqrt(var) * rng.standard_normal((n_samples, n_sims, 2))
+    return samples, theta
+
+
+def test_tarp_and_sbc_pass_exact_posteriors_and_fail_narrow_ones():
+    samples, theta = _conjugate()
+    alpha, ecp = npe.tarp_coverage(samples, theta, seed=0)
+    assert np.abs(ecp - alpha).max() < 0.1
+    chi2 = npe.rank_histogram_chi2(npe.sbc_ranks(samples, theta), samples.shape[0])
+    assert np.all(chi2 < 30)  # 9 degrees of freedom
+    narrow, theta = _conjugate(width_factor=0.4)
+    alpha, ecp = npe.tarp_coverage(narrow, theta, seed=0)
+    assert np.abs(ecp - alpha).max() > 0.2
+    chi2 = npe.rank_histogram_chi2(npe.sbc_ranks(narrow, theta), narrow.shape[0])
+    assert np.all(chi2 > 50)
+    assert np.allclose(
+        npe.marginal_widths(samples).mean(0), np.sqrt(1 / (1 / 0.05**2 + 1 / 0.03**2)), rtol=0.05
+    )
+
+
+def test_unit_scaling_round_trip_and_log_prob_jacobian():
+    theta = torch.tensor([[0.1, 0.6], [0.5, 1.0], [0.3, 0.8]])
+    from physml.flows import theta_to_unit
+
+    u = theta_to_unit(theta)
+    assert torch.allclose(u[0], torch.tensor([-1.0, -1.0])) and torch.allclose(u[1], torch.ones(2))
+    assert torch.allclose(npe.unit_to_theta(u), theta, atol=1e-6)
+    # the density in theta integrates to the flow's mass inside the prior box (Jacobian)
+    torch.manual_seed(0)
+    model = npe.NPE(npe.SummaryEmbedding(3, context=4), context=4, transforms=1, hidden=8)
+    feats = torch.zeros(1, 3)
+    g = torch.linspace(-6, 6, 301)
+    om = 0.3 + 0.2 * g
+    s8 = 0.8 + 0.2 * g
+    grid = torch.stack(torch.meshgrid(om, s8, indexing="ij"), -1).reshape(-1, 2)
+    with torch.no_grad():
+        lp = model.log_prob([feats.expand(len(grid), -1), grid])
+    mass = float(torch.exp(lp).sum() * (om[1] - om[0]) * (s8[1] - s8[0]))
+    assert abs(mass - 1.0) < 0.02
+
+
+def test_graph_embedding_shape():
+    from torch_geometric.data import Batch, Data
+
+    graphs = []
+    for n in (5, 8):
+        pos = torch.rand(n, 3)
+        ei = torch.tensor([[i, j] for i in range(n) for j in range(n) if i != j]).T
+        d = pos[ei[0]] - pos[ei[1]]
+        d = d - torch.round(d)
+        ei = ei[:, d.norm(dim=1) < 0.2]
+        graphs.append(Data(pos=pos, x=torch.randn(n, 1), edge_index=ei, u=torch.zeros(1, 1)))
+    emb = npe.GraphEmbedding(context=7)
+    assert emb(Batch.from_data_list(graphs)).shape == (2, 7)
