@@ -32,9 +32,10 @@
 # differences, Fisher matrices, ellipses) and `physml.simulation` (`nbody(...,
 # checkpoint=True)`); this notebook calls it.
 #
-# **Run time.** Parts 1-3 took 8.5 minutes in full mode on a 2-core CPU shared with other
-# jobs (measured: the cell at the end of section 3); simulated spectra of the forecast are
-# cached under `~/.cache/physml/`, so a second run is faster. With `PHYSML_FAST=1` (the
+# **Run time.** The whole notebook took 12.2 minutes in full mode on a 2-core CPU with an
+# empty cache (parts 1-3: 11.3 minutes, part 4: 0.9; measured by the timing cells at the end
+# of sections 3 and 4, with another job sharing the CPU for most of the run). Simulated
+# spectra and reference runs are cached under `~/.cache/physml/`, so a second run is faster. With `PHYSML_FAST=1` (the
 # automatic tests) every simulation is tiny and the numbers printed are meaningless; only the
 # prose describes the full run.
 
@@ -524,7 +525,14 @@ print(
 # $1 - \rho^2$ with $\rho$ close to $-1$, which turns the small noise in the difference of the
 # two response shapes, and in the 15 elements of the covariance, into a large noise in the
 # marginal error. This is why DifferentiableHOS needed 1500-2600 realisations for its
-# derivatives; 48 fit in this notebook's time budget.
+# derivatives; 48 fit in this notebook's time budget. Variance reduction helps only in
+# part: `python benchmarks/bench_fisher_convergence.py` takes the derivatives from
+# *fixed-amplitude* initial conditions (every Fourier mode at its mean amplitude, the
+# seed's phases) and from *fixed and paired* ones (the same with all phases shifted by
+# $\pi$, averaged), with the covariance still from Gaussian seeds, as it must be. Between
+# 24 and 48 runs the marginal error then moves by 83 % and by 9 %; but with the
+# derivatives of all 48 runs held fixed, the covariance alone still moves it by 22 % (fixed
+# and paired), so the forecast needs many more seeds for the covariance too.
 #
 # And the forecast with all seeds: the Fisher matrix, the marginal errors and the 1- and
 # 2-sigma contours of the Gaussian approximation to the posterior.
@@ -622,9 +630,10 @@ k_n = HYB.k_nyquist
 print(f"coarse Nyquist k_N = {k_n:.2f} h/Mpc; band k_N/4-k_N/2 = {k_n / 4:.2f}-{k_n / 2:.2f} h/Mpc")
 
 # %% [markdown]
-# Training runs the coarse simulation forward and backward once per step, about 1 s
-# each on a 2-core CPU; with the reference run (cached under `~/.cache/physml`) the
-# next cell takes one to two minutes, and the whole section about two.
+# Training runs the coarse simulation forward and backward once per step, 60 steps at a
+# third of a second each on a 2-core CPU; with the reference run (cached under
+# `~/.cache/physml`) the next cell took 23 s in our full run, and the whole section about a
+# minute (up to two on a slower or busier machine).
 
 # %% tags=["nbval-ignore-output"]
 t0 = time.perf_counter()
