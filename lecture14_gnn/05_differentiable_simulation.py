@@ -32,12 +32,12 @@
 # differences, Fisher matrices, ellipses) and `physml.simulation` (`nbody(...,
 # checkpoint=True)`); this notebook calls it.
 #
-# **Run time.** The whole notebook took 12.2 minutes in full mode on a 2-core CPU with an
-# empty cache (parts 1-3: 11.3 minutes, part 4: 0.9; measured by the timing cells at the end
-# of sections 3 and 4, with another job sharing the CPU for most of the run). Simulated
-# spectra and reference runs are cached under `~/.cache/physml/`, so a second run is faster. With `PHYSML_FAST=1` (the
-# automatic tests) every simulation is tiny and the numbers printed are meaningless; only the
-# prose describes the full run.
+# **Run time.** The whole notebook took 3.3 minutes in full mode on a 2-core CPU with an empty
+# cache and nothing else running (parts 1-3: 2.6 minutes, part 4: 0.7; measured by the timing
+# cells at the end of sections 3 and 4); with other jobs sharing the CPU it took up to 12.
+# Simulated spectra and reference runs are cached under `~/.cache/physml/`, so a second run is
+# faster. With `PHYSML_FAST=1` (the automatic tests) every simulation is tiny and the numbers
+# printed are meaningless; only the prose describes the full run.
 
 # %% tags=["nbval-ignore-output"]
 # Colab: install physml (and what Colab lacks); elsewhere nothing happens.
@@ -328,8 +328,9 @@ if sel.any():
 # nonlinear at $a = 1$, and mode coupling moves power between scales: a higher $\sigma_8$
 # makes structure collapse earlier, and the collapse takes power from the large-scale modes
 # that fed it. One seed also carries the cosmic variance of the few modes of each low-k bin;
-# the response averaged over 48 seeds (section 3) is 1.7 in the lowest bin and 2.0-2.2 at
-# $k = 0.5$-$1.2\,h$/Mpc, where nonlinear growth makes $P$ grow faster than $\sigma_8^2$.
+# the response averaged over the 24 fixed-and-paired pairs of section 3 is 1.7 in the lowest
+# bin and 2.1-2.4 at $k = 0.5$-$1.2\,h$/Mpc, where nonlinear growth makes $P$ grow faster
+# than $\sigma_8^2$.
 #
 # **Resolution in time.** The lecture settings with 20 steps disagree with the three other
 # runs from $k \approx 0.7\,h$/Mpc on (up to 3.6 at $k = 2$, erratic beyond). With 40 steps the
@@ -436,25 +437,48 @@ else:
 # - the covariance $C$ of $P(k)$ at the fiducial cosmology $(0.3, 0.8)$, estimated from $N$
 #   seeds. Its inverse is biased high; the Hartlap factor $(N - B - 2)/(N - 1)$ for $B$ bins
 #   corrects that, and $N$ must be well above $B$;
-# - the derivatives $\partial\mu / \partial\theta$ of the *mean* $P(k)$: we average the
-#   seed-matched autodiff derivatives over the same $N$ seeds.
+# - the derivatives $\partial\mu / \partial\theta$ of the *mean* $P(k)$, averaged over seeds.
 #
-# Each seed costs two forward-mode passes at the small settings (about 3 s on 2 cores). The
-# spectra and derivatives are cached on disk per seed, keyed by the settings.
+# A first attempt took both from the same 48 Gaussian seeds, and the marginal error did not
+# settle: it moved by 21 % between 24 and 48 seeds
+# (`python benchmarks/bench_fisher_convergence.py`). Two standard remedies make it settle.
+# The derivatives come from **fixed and paired** initial conditions (Angulo & Pontzen 2016;
+# the Quijote simulations take their derivatives this way): every Fourier mode of the
+# initial field at its mean amplitude with the seed's phases, and its partner with all
+# phases shifted by $\pi$; averaging the pair cancels the odd orders of the response. Such
+# fields have the right mean $P(k)$ but not its scatter, so the **covariance** still comes
+# from ordinary Gaussian seeds, and many of them: without derivatives a run costs about
+# 0.1 s at the small settings on a 2-core CPU, against about 1.3 s for a derivative run (two
+# forward-mode passes). Everything is cached on disk per seed, keyed by the settings.
 
 # %% tags=["nbval-ignore-output"]
-N_SEEDS = 2 * (N_FISHER_BINS + 3) if FAST else 48  # N / 2 seeds must exceed the bins + 2
-seeds = range(1000, 1000 + N_SEEDS)
-print(f"{N_SEEDS} seeds at the small settings: about {3 * N_SEEDS / 60:.0f} min on 2 CPU cores")
-kf_, pk_seeds, dpk_seeds = seed_responses(
-    seeds, SMALL, FIDUCIAL, progress=lambda s: tqdm(s, desc="seeds", leave=False)
+N_SEEDS = 4 * (N_FISHER_BINS + 3) if FAST else 384  # covariance; N/2 must exceed bins + 2
+N_PAIRS = 2 if FAST else 24  # fixed-and-paired pairs for the derivatives
+print(
+    f"{N_SEEDS} Gaussian seeds and {N_PAIRS} pairs at the small settings: about "
+    f"{(0.1 * N_SEEDS + 2.6 * N_PAIRS) / 60:.0f} min on 2 CPU cores"
 )
-pk_f, dpk_f = pk_seeds[:, :N_FISHER_BINS], dpk_seeds[:, :, :N_FISHER_BINS]
-print(f"P(k) and dP/dtheta of {len(pk_f)} seeds in {N_FISHER_BINS} bins up to k = {K_FISHER:.2f}")
+kf_, pk_seeds, _ = seed_responses(
+    range(1000, 1000 + N_SEEDS), SMALL, FIDUCIAL, derivatives=False,
+    progress=lambda s: tqdm(s, desc="Gaussian seeds", leave=False),
+)  # fmt: skip
+pair_dpk = [
+    seed_responses(
+        range(1000, 1000 + N_PAIRS), SMALL, FIDUCIAL, fixed_amplitude=True, paired=paired,
+        progress=lambda s: tqdm(s, desc="fixed and paired", leave=False),
+    )[2]
+    for paired in (False, True)
+]  # fmt: skip
+pk_f = pk_seeds[:, :N_FISHER_BINS]
+dpk_f = 0.5 * (pair_dpk[0] + pair_dpk[1])[:, :, :N_FISHER_BINS]  # [pairs, 2, bins]
+print(
+    f"P(k) of {len(pk_f)} Gaussian seeds, dP/dtheta of {len(dpk_f)} pairs, in {N_FISHER_BINS} "
+    f"bins up to k = {K_FISHER:.2f}"
+)
 
 # %% [markdown]
 # First the ingredients: the scatter of $P(k)$ over seeds (cosmic variance in a small box is
-# large) and the seed-averaged responses.
+# large) and the pair-averaged responses.
 
 # %% tags=["nbval-ignore-output"]
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -469,7 +493,7 @@ for j, p in enumerate(PARAMS):
                      label=f"d ln P / d ln {p}")  # fmt: skip
 axes[1].axhline(2.0, color="gray", lw=0.8, ls=":")
 axes[1].set_xlabel("k [h/Mpc]")
-axes[1].set_title("seed-averaged response (error of the mean)")
+axes[1].set_title("pair-averaged response (error of the mean)")
 axes[1].legend()
 plt.tight_layout()
 plt.show()
@@ -478,16 +502,16 @@ cc = np.corrcoef(pk_f, rowvar=False)[np.triu_indices(N_FISHER_BINS, 1)]
 print(f"correlation coefficients between bins: {cc.min():.2f} to {cc.max():.2f}")
 
 # %% [markdown]
-# The scatter of $P(k)$ over seeds is 45-50 % in every bin, 2-4 times what a Gaussian
+# The scatter of $P(k)$ over seeds is 39-44 % in every bin, 2-4 times what a Gaussian
 # field's $\sqrt{2/N_\mathrm{modes}}$ gives at $k \geq 0.7\,h$/Mpc (50-150 independent modes
 # per bin there), and the bins are more than 80 % correlated with each other: in a box this
 # small, $P(k)$ on these scales rises and falls with the few largest structures of the box.
 # The responses to $\Omega_m$ and $\sigma_8$ have almost the same shape (both mostly change
 # the amplitude), so the two parameters are nearly degenerate.
 #
-# Now the Fisher matrix from the first $n$ seeds, for growing $n$: the errors must settle
-# before we trust them. We plot the marginal error of each parameter and, dotted, the error
-# with the other parameter fixed, $1/\sqrt{F_{ii}}$.
+# Now the Fisher matrix from the first $n$ Gaussian seeds and the first $n\,N_\mathrm{pairs} / N$
+# pairs, for growing $n$: the errors must settle before we trust them. We plot the marginal error of
+# each parameter and, dotted, the error with the other parameter fixed, $1/\sqrt{F_{ii}}$.
 
 # %% tags=["nbval-ignore-output"]
 n_list = [n for n in range(N_FISHER_BINS + 4, N_SEEDS + 1, 2)]
@@ -500,7 +524,7 @@ cond = np.array([1 / np.sqrt(np.diag(f)) for _, f, _ in conv])
 for j, p in enumerate(PARAMS):
     plt.plot(n_list, sig[:, j] / FIDUCIAL[j] * 100, "o-", ms=3, label=f"sigma({p}) / {p}")
     plt.plot(n_list, cond[:, j] / FIDUCIAL[j] * 100, ":", color=f"C{j}", label=f"{p}, other fixed")
-plt.xlabel("number of seeds n")
+plt.xlabel(f"Gaussian seeds n (and n / {N_SEEDS // N_PAIRS} pairs)")
 plt.ylabel("error [%]")
 plt.yscale("log")
 plt.legend()
@@ -510,29 +534,28 @@ plt.show()
 change = np.abs(sig[-1] / half - 1)
 c_half, c_all = 1 / np.sqrt(np.diag(f_half)), cond[-1]
 print(
-    f"marginal sigma(sigma_8): {half[1]:.4f} with {N_SEEDS // 2} seeds, {sig[-1, 1]:.4f} with "
-    f"{N_SEEDS}: change {100 * change[1]:.1f} % (sigma(Omega_m): {100 * change[0]:.1f} %)"
+    f"marginal sigma(sigma_8): {half[1]:.4f} with {N_SEEDS // 2} seeds and {N_PAIRS // 2} "
+    f"pairs, {sig[-1, 1]:.4f} with {N_SEEDS} and {N_PAIRS}: change {100 * change[1]:.1f} % "
+    f"(sigma(Omega_m): {100 * change[0]:.1f} %)"
 )
 print(
-    f"sigma(sigma_8) with Omega_m fixed: {c_half[1]:.4f} with {N_SEEDS // 2} seeds, "
-    f"{c_all[1]:.4f} with {N_SEEDS}: change {100 * abs(c_all[1] / c_half[1] - 1):.1f} %"
+    f"sigma(sigma_8) with Omega_m fixed: {c_half[1]:.4f} with N/2, {c_all[1]:.4f} with N: "
+    f"change {100 * abs(c_all[1] / c_half[1] - 1):.1f} %"
 )
 
 # %% [markdown]
-# With $\Omega_m$ fixed, the error on $\sigma_8$ settles (it changes by 6 % between 24 and 48
-# seeds, and it is about 22 %). The marginal error has *not* converged: it still moves by
-# 20 % between 24 and 48 seeds. Marginalising over a nearly degenerate parameter divides by
-# $1 - \rho^2$ with $\rho$ close to $-1$, which turns the small noise in the difference of the
-# two response shapes, and in the 15 elements of the covariance, into a large noise in the
-# marginal error. This is why DifferentiableHOS needed 1500-2600 realisations for its
-# derivatives; 48 fit in this notebook's time budget. Variance reduction helps only in
-# part: `python benchmarks/bench_fisher_convergence.py` takes the derivatives from
-# *fixed-amplitude* initial conditions (every Fourier mode at its mean amplitude, the
-# seed's phases) and from *fixed and paired* ones (the same with all phases shifted by
-# $\pi$, averaged), with the covariance still from Gaussian seeds, as it must be. Between
-# 24 and 48 runs the marginal error then moves by 83 % and by 9 %; but with the
-# derivatives of all 48 runs held fixed, the covariance alone still moves it by 22 % (fixed
-# and paired), so the forecast needs many more seeds for the covariance too.
+# The marginal error on $\sigma_8$ has settled: it changes by 1.3 % between half of the runs
+# (192 Gaussian seeds, 12 pairs) and all of them (for $\Omega_m$, 1.7 %), at about 74 % of
+# $\sigma_8$. The error with $\Omega_m$ fixed, about 18 %, still moves by 12 %: it depends on
+# the derivative's noise directly, while the marginal one mainly on the difference of the two
+# response shapes, which the pairing makes clean. Marginalising over a nearly degenerate
+# parameter divides by $1 - \rho^2$ with $\rho$ close to $-1$, and so turns any noise in that
+# difference, or in the 15 elements of the covariance, into a large noise in the marginal
+# error. With derivatives from ordinary seeds this is why DifferentiableHOS needed 1500-2600
+# realisations; `python benchmarks/bench_fisher_convergence.py` shows what each remedy does
+# on its own at 24 vs 48 runs: Gaussian derivatives 21 %, fixed amplitudes alone 83 % (random
+# phases still move the response's shape), fixed and paired 9 %, and then the covariance of
+# only 24 vs 48 seeds still moves it by 22 %, which the 384 cheap seeds here remove.
 #
 # And the forecast with all seeds: the Fisher matrix, the marginal errors and the 1- and
 # 2-sigma contours of the Gaussian approximation to the posterior.
@@ -566,13 +589,13 @@ plt.show()
 # The lecture's GNN, and the summary-statistics baseline, estimate $\sigma_8$ from one halo
 # catalog of the same 25 Mpc/h box with a mean relative error $\epsilon$ of about 7.5 % to
 # 8 % (README), while both $\sigma_8$ and $\Omega_m$ vary. The matter power spectrum of one
-# box, on the scales where the simulation has converged, does far worse: about 20 % on
-# $\sigma_8$ even with $\Omega_m$ known, and a marginal error (84 %) larger than the whole
+# box, on the scales where the simulation has converged, does far worse: about 18 % on
+# $\sigma_8$ even with $\Omega_m$ known, and a marginal error (74 %) larger than the whole
 # CAMELS prior range. Why the two differ:
 #
 # - **Matter field vs halos.** The forecast keeps only five $P(k)$ bins up to
 #   $k \approx 1.2\,h$/Mpc, where the simulation has converged, and in a 25 Mpc/h box these
-#   bins scatter by 45-50 % together. The halo catalog holds a few hundred objects above
+#   bins scatter by 39-44 % together. The halo catalog holds a few hundred objects above
 #   $2\times10^{11}\,M_\odot/h$, and their *number* and masses respond steeply to
 #   $\sigma_8$ (the exponential tail of the mass function), with a scatter from seed to seed
 #   much smaller than that of the box's $P(k)$. The catalog also encodes small, nonlinear
@@ -632,7 +655,7 @@ print(f"coarse Nyquist k_N = {k_n:.2f} h/Mpc; band k_N/4-k_N/2 = {k_n / 4:.2f}-{
 # %% [markdown]
 # Training runs the coarse simulation forward and backward once per step, 60 steps at a
 # third of a second each on a 2-core CPU; with the reference run (cached under
-# `~/.cache/physml`) the next cell took 23 s in our full run, and the whole section about a
+# `~/.cache/physml`) the next cell took 20 s in our full run, and the whole section about a
 # minute (up to two on a slower or busier machine).
 
 # %% tags=["nbval-ignore-output"]

@@ -98,6 +98,13 @@ def test_fisher_of_linear_gaussian_model():
     assert np.allclose(f, exact, rtol=0.05)
     assert np.allclose(err, np.sqrt(np.diag(np.linalg.inv(exact))), rtol=0.03)
     assert hartlap_factor(4000, b) == pytest.approx((4000 - b - 2) / 3999)
+    # derivatives from fewer runs than the covariance (e.g. fixed-and-paired pairs): the
+    # first round(n M / N) of them go with the first n seeds
+    d = a + rng.normal(size=(40, 2, b))
+    for n, f_n, _ in forecast(samples, d, [100, 4000]):
+        m = round(n * 40 / 4000)
+        expect = fisher_matrix(d[:m].mean(0), np.cov(samples[:n], rowvar=False), n_sims=n)
+        assert np.allclose(f_n, expect)
     with pytest.raises(ValueError, match="more simulations"):
         hartlap_factor(7, b)
 

@@ -177,14 +177,17 @@ def marginal_errors(fisher) -> np.ndarray:
 def forecast(pk, dpk, n_sims_list=None):
     """Fisher forecasts from per-seed spectra and derivatives, for growing seed counts.
 
-    pk: ``[N, B]`` P(k) of N seeds (for the covariance); dpk: ``[N, P, B]`` their
-    derivatives (averaged for dmu). n_sims_list: the seed counts n to use (the first n
-    seeds); default all N. Returns a list of (n, F ``[P, P]``, marginal errors ``[P]``).
+    pk: ``[N, B]`` P(k) of N seeds (for the covariance); dpk: ``[M, P, B]`` derivatives
+    (averaged for dmu), from the same seeds (M = N) or from other runs, e.g. M fixed-and-
+    paired pairs. n_sims_list: the seed counts n to use (the first n seeds for the
+    covariance, with the first round(n M / N) derivatives, at least one); default all N.
+    Returns a list of (n, F ``[P, P]``, marginal errors ``[P]``).
     """
     pk, dpk = np.asarray(pk, dtype=np.float64), np.asarray(dpk, dtype=np.float64)
     out = []
     for n in n_sims_list or [len(pk)]:
-        f = fisher_matrix(dpk[:n].mean(0), np.cov(pk[:n], rowvar=False), n_sims=n)
+        m = max(1, round(n * len(dpk) / len(pk)))
+        f = fisher_matrix(dpk[:m].mean(0), np.cov(pk[:n], rowvar=False), n_sims=n)
         out.append((n, f, marginal_errors(f)))
     return out
 
