@@ -4,6 +4,7 @@ current solutions, outputs stored. (Running them is `pytest --nbval`'s job.)"""
 
 import ast
 import importlib.util
+import re
 from pathlib import Path
 
 import nbformat
@@ -191,3 +192,44 @@ def test_execute_runs_a_notebook_with_nbclient_and_tidies_progress_bars(tmp_path
     with pytest.raises(RuntimeError, match="cell 3 failed"):
         nbtool.execute(py)
     assert py.with_suffix(".ipynb").read_bytes() == before
+
+
+# --------------------------------------------------------------------------- output hygiene
+
+#: most characters one committed stream output may hold (a wall of progress-bar frames is
+#: far longer)
+MAX_STREAM_CHARS = 8000
+_MACHINE_PATH = re.compile(r"(/work/|/root/|/home/|/tmp/|/Users/)")
+
+
+@pytest.mark.parametrize("py", NOTEBOOKS, ids=IDS)
+def test_committed_outputs_are_clean(py):
+    """No machine paths, no dependency warnings and no walls of progress bars in what
+    students see (``python tools/notebooks.py tidy`` removes them)."""
+    nb = nbformat.read(str(py.with_suffix(".ipynb")), as_version=4)
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            text = out.get("text", "") if out.output_type == "stream" else ""
+            text += str(out.get("data", {}).get("text/plain", ""))
+            assert not _MACHINE_PATH.search(text), f"{py.name} cell {i}: a machine path"
+            assert "site-packages" not in text, f"{py.name} cell {i}: a dependency's warning"
+            assert len(text) <= MAX_STREAM_CHARS, f"{py.name} cell {i}: {len(text)} characters"
+
+
+def test_drop_noise_removes_what_students_cannot_act_on():
+    raw = (
+        "/x/site-packages/tqdm/auto.py:21: TqdmWarning: IProgress not found.\n"
+        "  from .autonotebook import tqdm as notebook_tqdm\n"
+        "💡 Tip: try installing something\n"
+        "Epoch 0: 100%|##| 4/4\n"
+        "Validation DataLoader 0: 50%|#| 1/2\x1b[A\n"
+        "Epoch 0: 100%|##| 4/4, val_loss=1.0\n"
+        "Epoch 1: 100%|##| 4/4, val_loss=0.9\n"
+        "          \n"
+        "2 epochs in 3 s\n"
+    )
+    assert nbtool.drop_noise(raw) == (
+        "Epoch 0: 100%|##| 4/4, val_loss=1.0\n"
+        "Epoch 1: 100%|##| 4/4, val_loss=0.9\n"
+        "2 epochs in 3 s\n"
+    )

@@ -7,6 +7,7 @@ progress-bar rewrites (carriage returns) collapsed to their last state."""
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -22,9 +23,42 @@ def _collapse_cr(text: str) -> str:
     return "\n".join(line.rsplit("\r", 1)[-1] for line in text.split("\n"))
 
 
-def tidy_streams(outputs: list) -> list:
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+#: a warning raised inside an installed package: ``.../site-packages/PKG/file.py:21: ...``
+_DEPENDENCY_WARNING = re.compile(r"^\S*site-packages/\S+:\d+: ")
+_EPOCH = re.compile(r"^(Epoch \d+):")
+
+
+def drop_noise(text: str) -> str:
+    """What a student cannot act on, removed from a stream's text: ANSI cursor codes,
+    warnings raised inside installed packages (with their source line; they also carry the
+    machine's paths), Lightning's advertisements and validation sub-bars, blank bar clears;
+    and of consecutive ``Epoch N:`` bar states only the last. Used on cells tagged
+    ``nbval-ignore-output`` only (nbval compares the others with a fresh, untidied run)."""
+    out: list[str] = []
+    skip_source = False
+    for line in _ANSI.sub("", text).split("\n"):
+        if skip_source and line[:1].isspace() and line.strip():
+            skip_source = False
+            continue
+        skip_source = False
+        if _DEPENDENCY_WARNING.match(line):
+            skip_source = True
+            continue
+        if line.startswith(("💡 Tip", "Validation")) or (line and not line.strip()):
+            continue
+        m = _EPOCH.match(line)
+        if m and out and out[-1].startswith(m.group(1) + ":"):
+            out[-1] = line
+            continue
+        out.append(line)
+    return "\n".join(out)
+
+
+def tidy_streams(outputs: list, noise: bool = False) -> list:
     """``outputs`` with consecutive stream outputs of one name merged and carriage-return
-    rewrites collapsed (:func:`_collapse_cr`)."""
+    rewrites collapsed (:func:`_collapse_cr`); with ``noise``, also :func:`drop_noise`, and
+    streams left empty removed."""
     merged = []
     for out in outputs:
         if (
@@ -39,7 +73,33 @@ def tidy_streams(outputs: list) -> list:
     for out in merged:
         if out.output_type == "stream":
             out.text = _collapse_cr(out.text)
+            if noise:
+                out.text = drop_noise(out.text)
+    if noise:
+        merged = [o for o in merged if o.output_type != "stream" or o.text.strip()]
     return merged
+
+
+def tidy_cells(nb) -> None:
+    """:func:`tidy_streams` on every code cell of ``nb``, in place, dropping noise in the
+    cells tagged ``nbval-ignore-output``."""
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            noise = cfg.IGNORE_OUTPUT_TAG in cell.metadata.get("tags", [])
+            cell.outputs = tidy_streams(cell.outputs, noise=noise)
+
+
+def tidy(py_path) -> bool:
+    """Tidy the committed outputs of a notebook's ``.ipynb`` without running it (as
+    :func:`execute` does after a run); returns whether anything changed."""
+    ipynb = Path(py_path).with_suffix(".ipynb")
+    nb = nbformat.read(str(ipynb), as_version=4)
+    before = nbformat.writes(nb)
+    tidy_cells(nb)
+    if nbformat.writes(nb) == before:
+        return False
+    nbformat.write(nb, str(ipynb))
+    return True
 
 
 def _this_python_kernel():
@@ -100,9 +160,7 @@ def execute(py_path, full: bool = False, timeout: float | None = None) -> float:
             "?",
         )
         raise RuntimeError(f"{_rel(py_path)}: cell {failed} failed:\n{err}") from None
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            cell.outputs = tidy_streams(cell.outputs)
+    tidy_cells(nb)
     nb.metadata["kernelspec"] = dict(cfg.KERNELSPEC)
     nb.metadata.pop("jupytext", None)
     nbformat.write(nb, str(ipynb))

@@ -5,6 +5,7 @@ Usage, from the repository root::
     python tools/notebooks.py sync                    # badge + setup cell of every notebook
     python tools/notebooks.py students                # regenerate the student versions
     python tools/notebooks.py execute [--full] [NB]   # run notebooks, outputs into the .ipynb
+    python tools/notebooks.py tidy [NB]               # clean committed outputs, no run
     python tools/notebooks.py check                   # exit 1 if anything above is stale
 
 * **Badge and setup cell.** Every notebook opens with a markdown cell (title, then an "Open
@@ -56,7 +57,7 @@ from nbconfig import (  # noqa: E402, F401
     STUDENT_VERSIONS,
     TEXT_FORMAT,
 )
-from nbexecute import _collapse_cr, execute, tidy_streams  # noqa: E402, F401
+from nbexecute import _collapse_cr, drop_noise, execute, tidy, tidy_streams  # noqa: E402, F401
 from nbheader import (  # noqa: E402, F401
     apply_header,
     badge,
@@ -124,6 +125,8 @@ def main(argv=None) -> int:
     ex.add_argument("--full", action="store_true", help="full mode (PHYSML_FAST unset)")
     ex.add_argument("--timeout", type=float, default=None, help="seconds per cell output")
     ex.add_argument("paths", nargs="*", help="notebooks (.py / .ipynb) or folders; default: all")
+    td = sub.add_parser("tidy", help="drop noise from the committed outputs (no run)")
+    td.add_argument("paths", nargs="*", help="notebooks (.py / .ipynb) or folders; default: all")
     sub.add_parser("check", help="exit 1 if a badge, setup cell, pair or student is stale")
     args = parser.parse_args(argv)
 
@@ -139,6 +142,10 @@ def main(argv=None) -> int:
             print(f"executing {_rel(p)} ({mode} mode) ...", flush=True)
             seconds = execute(p, full=args.full, timeout=args.timeout)
             print(f"  done in {seconds:.0f} s", flush=True)
+    elif args.command == "tidy":
+        for p in _resolve(args.paths):
+            if tidy(p):
+                print(f"tidied {_rel(p)}")
     elif args.command == "check":
         problems = check()
         for p in problems:
