@@ -33,14 +33,6 @@ BOX = 25.0
 TINY = HybridConfig(n_particles=8, n_mesh=8, n_steps=2, ref_mesh=16, ref_substeps=2, pk_mesh=8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _random_net(config, seed=0, scale=0.3, dtype=torch.float32):
     torch.manual_seed(seed)
     net = CorrectionNet.for_config(config).to(dtype)
