@@ -17,7 +17,7 @@ import torch
 from torch_geometric.loader import DataLoader
 
 from . import __version__
-from .baselines import run_baseline
+from .baselines import FEATURE_SETS, run_baseline
 from .catalogs import CatalogSet, load_catalogs
 from .datasets import load_bundled
 from .graphdata import (
@@ -228,6 +228,7 @@ def baseline(
     statistics, or only the ``"abundance"`` or ``"clustering"`` ones
     (:data:`physml.baselines.FEATURE_SETS`)."""
     _check_choice("target", target, TARGETS)
+    _check_choice("features", features, FEATURE_SETS)
     fast = fast_mode() if fast is None else fast
     cset = load_bundled("lh") if cset is None else cset
     split = split_indices(len(cset), fast=fast) if split is None else split
