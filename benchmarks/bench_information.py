@@ -16,7 +16,9 @@ Arms (``--arms``, comma separated; default: all):
 For each arm and parameter it prints the mean and standard deviation over the seeds of
 epsilon and R^2 and a 68 % bootstrap interval of the seed mean over the test catalogs
 (:func:`physml.metrics.seed_summary`), and writes everything, the test predictions
-included, to ``--out`` (default ``benchmarks/results/information.json``), which
+included, to ``--out`` (default ``benchmarks/results/information.json``; a full-mode run
+there also writes its summary, without the predictions, to
+:data:`physml.plotting.ABLATION_FILE`, shipped with the package for the notebooks), which
 :func:`physml.plotting.plot_information_ablation` draws. With ``--resume`` the runs
 already in ``--out`` (same mode and epochs) are kept and only the missing ones trained,
 so the benchmark can be run in parts (e.g. ``--arms gnn,gnn_ema`` then the rest).
@@ -274,6 +276,11 @@ def main(argv=None) -> None:
             write(out, results)  # after every run: resumable
     results["summary"] = summarise(results, args.n_boot)
     write(out, results)
+    if out.resolve() == DEFAULT_OUT.resolve() and not fast:
+        from physml.plotting import ABLATION_FILE
+
+        shipped = {k: v for k, v in results.items() if k != "runs"}
+        Path(ABLATION_FILE).write_text(json.dumps(shipped, indent=1) + "\n")
     print(table(results["summary"]))
     print(bars(results["summary"]))
 

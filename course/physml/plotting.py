@@ -25,6 +25,7 @@ from .catalogs import MASS_UNIT, Catalog, CatalogSet
 from .cosmology import PRIOR_RANGES
 
 __all__ = [
+    "ABLATION_FILE",
     "PRIOR_RANGES",
     "mass_function",
     "plot_calibration",
@@ -42,6 +43,9 @@ __all__ = [
 _ALIASES = {"sigma8": "sigma_8", "s8": "sigma_8", "omega_m": "Omega_m", "Om": "Omega_m"}
 _TEX = {"sigma_8": r"$\sigma_8$", "Omega_m": r"$\Omega_m$"}
 _GREY = (0.7, 0.7, 0.7, 0.7)
+#: the measured information ablation shipped with the package (summary of
+#: ``benchmarks/results/information.json``, written by ``benchmarks/bench_information.py``)
+ABLATION_FILE = os.path.join(os.path.dirname(__file__), "data", "information_ablation.json")
 
 
 def _canonical(name: str) -> str:
@@ -541,7 +545,7 @@ def plot_mass_function(
 
 
 def plot_information_ablation(
-    source, params: Sequence[str] = ("sigma_8", "Omega_m"), fig=None
+    source=None, params: Sequence[str] = ("sigma_8", "Omega_m"), fig=None
 ) -> Figure:
     r"""The information ablation (``benchmarks/bench_information.py``): epsilon and
     :math:`R^2` of every arm, one column per parameter.
@@ -552,12 +556,15 @@ def plot_information_ablation(
     catalogs. An arm that does not predict a parameter leaves its row empty there.
 
     Args:
-        source: the results JSON written by the benchmark (a path), its dict, or its
+        source: the results JSON written by the benchmark (a path; default
+            :data:`ABLATION_FILE`, the measured one shipped with physml), its dict, or its
             ``"summary"`` dict ``{arm: {"label", param: {"epsilon_mean", "epsilon_std",
             "epsilon_68", "r2_mean", "r2_std", "r2_68"}}}``.
         params: the parameters, one column each.
         fig: a figure to draw into, or ``None``.
     """
+    if source is None:
+        source = ABLATION_FILE
     if isinstance(source, str | os.PathLike):
         import json
 
