@@ -116,7 +116,8 @@ def summarise(results: dict, n_boot: int = 2000) -> dict:
     from physml.metrics import seed_summary
 
     out = {}
-    for arm, runs in results["runs"].items():
+    for arm in ARMS:  # in the table's order
+        runs = results["runs"].get(arm)
         if not runs:
             continue
         seeds = sorted(runs, key=int)
