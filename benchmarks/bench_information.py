@@ -128,7 +128,7 @@ def summarise(results: dict, n_boot: int = 2000) -> dict:
             label=ARMS[arm][0],
             seeds=[int(s) for s in seeds],
             deterministic=ARMS[arm][1] == "baseline",
-            minutes=float(np.mean([runs[s]["seconds"] for s in seeds]) / 60),
+            minutes=[round(runs[s]["seconds"] / 60, 2) for s in seeds],
         )
         out[arm] = row
     return out
@@ -187,8 +187,9 @@ def bars(summary: dict) -> str:
             out.append(
                 f"{arm}: seed std of sigma_8 epsilon {100 * r['epsilon_std']:.2f} pp "
                 f"(bar <= 0.30); chi2 {r['chi2_mean']:.2f} (bar 0.7-1.4), coverage_68 "
-                f"{r['coverage_68_mean']:.2f} (bar 0.60-0.76), {summary[arm]['minutes']:.1f} "
-                "min per run (bar < 10)"
+                f"{r['coverage_68_mean']:.2f} (bar 0.60-0.76), "
+                f"{min(summary[arm]['minutes']):.1f} to {max(summary[arm]['minutes']):.1f} min "
+                "per run (bar < 10)"
             )
     return "\n".join(out)
 

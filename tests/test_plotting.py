@@ -305,3 +305,33 @@ def test_information_ablation_points_bars_and_whiskers(tmp_path):
     plt.close(fig)
     with pytest.raises(ValueError, match="no arm"):
         plot_information_ablation(summary, params=("h",))
+
+
+def test_shipped_ablation_matches_the_benchmark_runs():
+    """The summary shipped with physml (drawn by default) holds the seed means and
+    standard deviations of the predictions stored in benchmarks/results/information.json,
+    recomputed here with physml.metrics."""
+    import json
+    from pathlib import Path
+
+    from physml.plotting import ABLATION_FILE, plot_information_ablation
+
+    shipped = json.loads(Path(ABLATION_FILE).read_text())["summary"]
+    runs_file = Path(__file__).resolve().parents[1] / "benchmarks/results/information.json"
+    if not runs_file.exists():
+        pytest.skip("benchmarks/results/information.json is not in this checkout")
+    runs = json.loads(runs_file.read_text())["runs"]
+    assert set(shipped) == set(runs) and {"gnn", "summary", "clustering"} <= set(shipped)
+    for arm, by_seed in runs.items():
+        for t, name in enumerate(next(iter(by_seed.values()))["names"]):
+            eps = [
+                metrics.epsilon(np.array(r["mean"])[:, t], np.array(r["true"])[:, t])
+                for r in by_seed.values()
+            ]
+            row = shipped[arm][name]
+            assert row["epsilon_mean"] == pytest.approx(np.mean(eps), rel=1e-5)
+            if len(eps) > 1:
+                assert row["epsilon_std"] == pytest.approx(np.std(eps, ddof=1), rel=1e-4)
+    fig = plot_information_ablation()
+    assert len(fig.axes) == 4
+    plt.close(fig)
