@@ -23,7 +23,7 @@ there also writes its summary, without the predictions, to
 already in ``--out`` (same mode and epochs) are kept and only the missing ones trained,
 so the benchmark can be run in parts (e.g. ``--arms gnn,gnn_ema`` then the rest).
 
-    python benchmarks/bench_information.py                      # ~40 min on a 2-core CPU
+    python benchmarks/bench_information.py                      # ~30 min on a 2-core CPU
     python benchmarks/bench_information.py --arms summary,gnn --seeds 0,1,2
     python benchmarks/bench_information.py --print              # the table from --out
     python benchmarks/bench_information.py --fast --epochs 2    # smoke test, ~1 min
@@ -63,7 +63,14 @@ ARMS = {
 }
 #: minutes per run measured on the 2-core development CPU under the lock (full mode, 50
 #: epochs); the estimate printed before a run
-MINUTES = {"baseline": 0.1, "gnn": 3.2, "gnn_ema": 3.3, "positions": 3.2, "masses": 1.0}
+MINUTES = {
+    "baseline": 0.02,
+    "gnn": 2.2,
+    "gnn_ema": 2.3,
+    "gnn_both": 2.4,
+    "positions": 2.0,
+    "masses": 0.4,
+}
 PARAMS = ("sigma_8", "Omega_m")
 
 
@@ -77,7 +84,7 @@ def _quiet() -> None:
 
 def _minutes(arm: str) -> float:
     kind = ARMS[arm][1]
-    return MINUTES.get(arm, MINUTES["gnn"] if kind == "gnn" else MINUTES["baseline"])
+    return MINUTES.get(arm, MINUTES[kind])
 
 
 def run_arm(arm: str, seed: int, fast: bool, epochs: int | None, tmp: str) -> dict:
