@@ -26,6 +26,7 @@ so the benchmark can be run in parts (e.g. ``--arms gnn,gnn_ema`` then the rest)
     python benchmarks/bench_information.py                      # ~30 min on a 2-core CPU
     python benchmarks/bench_information.py --arms summary,gnn --seeds 0,1,2
     python benchmarks/bench_information.py --print              # the table from --out
+    python benchmarks/bench_information.py --print --markdown   # as in the README
     python benchmarks/bench_information.py --fast --epochs 2    # smoke test, ~1 min
 """
 
@@ -175,6 +176,28 @@ def table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def markdown(summary: dict) -> str:
+    """The ablation table in Markdown, one row per arm, both parameters side by side."""
+    lines = [
+        "| arm | sigma_8 epsilon | sigma_8 R^2 | Omega_m epsilon | Omega_m R^2 | seeds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in summary.values():
+        cells = []
+        for p in PARAMS:
+            r = row.get(p)
+            if r is None:
+                cells += ["-", "-"]
+                continue
+            for key, scale, fmt, unit in (("epsilon", 100, ".2f", " %"), ("r2", 1, ".3f", "")):
+                std = r[f"{key}_std"]
+                spread = "" if row["deterministic"] or std is None else f" +- {scale * std:{fmt}}"
+                cells.append(f"{scale * r[f'{key}_mean']:{fmt}}{unit}{spread}")
+        n = "fit" if row["deterministic"] else str(row[PARAMS[0]]["n_seeds"])
+        lines.append(f"| {row['label']} | " + " | ".join(cells) + f" | {n} |")
+    return "\n".join(lines)
+
+
 def bars(summary: dict) -> str:
     """The issue's quality bars, measured."""
     out = []
@@ -227,12 +250,13 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="results JSON")
     ap.add_argument("--resume", action="store_true", help="keep the runs already in --out")
     ap.add_argument("--print", action="store_true", help="only print the table of --out")
+    ap.add_argument("--markdown", action="store_true", help="with --print: a Markdown table")
     ap.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (2000)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     if args.print:
         results = json.loads(out.read_text())
-        print(table(results["summary"]))
+        print((markdown if args.markdown else table)(results["summary"]))
         print(bars(results["summary"]))
         return
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
