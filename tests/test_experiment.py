@@ -13,14 +13,26 @@ def counted(monkeypatch):
 
     def fake_train(out, embedding="invariant", fast=None, progress=False, cset=None):
         calls.append(("lecture" if embedding == "invariant" else embedding, fast))
-        return {"metrics": {"sigma_8": {"epsilon": 0.1}, "n_catalogs": 3}}
+        return {"metrics": {"sigma_8": {"epsilon": 0.1}, "n_catalogs": 3}, "checkpoint": "x"}
 
     def fake_baseline(out, fast=None, cset=None):
         calls.append(("baseline", fast))
         return {"sigma_8": {"epsilon": 0.2}, "n_catalogs": 3}
 
+    class FakeModel:
+        target_names = ["sigma_8"]
+
+    def fake_val(model, part, *args, **kwargs):
+        assert part == "val"
+        return {"sigma_8": {"epsilon": 0.3}, "n_catalogs": 2}
+
     monkeypatch.setattr(experiment, "train", fake_train)
     monkeypatch.setattr(experiment, "baseline", fake_baseline)
+    monkeypatch.setattr(experiment, "load_model", lambda ckpt: FakeModel())
+    monkeypatch.setattr(experiment, "evaluate_on_split", fake_val)
+    monkeypatch.setattr(
+        experiment, "run_baseline", lambda cset, split: {"metrics": fake_val(None, "val")}
+    )
     return calls
 
 
@@ -29,6 +41,8 @@ def test_reference_metrics_computed_once_per_recipe(tmp_path, counted, monkeypat
     first = experiment.reference_metrics("lecture", out=out, fast=True)
     again = experiment.reference_metrics("lecture", out=out, fast=True)
     assert first == again == {"sigma_8": {"epsilon": 0.1}, "n_catalogs": 3}
+    val = experiment.reference_metrics("lecture", out=out, fast=True, part="val")
+    assert val == {"sigma_8": {"epsilon": 0.3}, "n_catalogs": 2}  # stored with the test result
     assert counted == [("lecture", True)]
     stored = json.loads((out / "reference.json").read_text())
     assert stored["recipe"]["hparams"] == experiment.LECTURE_HPARAMS

@@ -346,33 +346,39 @@ REFERENCE_EMBEDDINGS = {"lecture": "invariant", "cartesian": "cartesian"}
 REFERENCES = (*REFERENCE_EMBEDDINGS, "baseline")
 
 
-def reference_metrics(name: str, out=None, fast: bool | None = None, progress: bool = False):
-    """Test metrics of the lecture model (``name="lecture"``, invariant embedding, trained
-    with :data:`LECTURE_HPARAMS`), of the same network with Cartesian edge features
-    (``"cartesian"``) or of the baseline (``"baseline"``), computed once and then reused.
-    With ``progress`` a network that has to be trained says so first and shows Lightning's
-    progress bar.
+def reference_metrics(
+    name: str, out=None, fast: bool | None = None, progress: bool = False, part: str = "test"
+):
+    """Metrics of the lecture model (``name="lecture"``, invariant embedding, trained with
+    :data:`LECTURE_HPARAMS`), of the same network with Cartesian edge features
+    (``"cartesian"``) or of the baseline (``"baseline"``), computed once and then reused:
+    on the test split (``part="test"``, the final comparison) or on the validation split
+    (``part="val"``, the yardstick while choosing a model). With ``progress`` a network that
+    has to be trained says so first and shows Lightning's progress bar.
 
-    The result is stored in ``out/reference.json`` together with its
+    The result (both parts) is stored in ``out/reference.json`` together with its
     :func:`reference_recipe`; a later call reads it back only when the recipe is the same
     (same mode, hyperparameters, data, split and physml version), and otherwise trains (or
     fits) again. ``out`` defaults to a folder of the physml cache
     (``~/.cache/physml/reference/NAME-HASH``), shared by every notebook, so the lecture model
     is trained once per machine rather than once per notebook.
     """
+    _check_choice("part", part, EVALUATION_SPLITS)
     fast = fast_mode() if fast is None else fast
     cset = load_bundled("lh")
     recipe = reference_recipe(name, fast, cset)
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
     out = Path(out) if out is not None else DEFAULT_CACHE / "reference" / f"{name}-{key}"
     path = out / "reference.json"
+    stored_key = {"test": "metrics", "val": "val_metrics"}[part]
     if path.exists():
         try:
             stored = json.loads(path.read_text())
-            if stored.get("recipe") == recipe:
-                return stored["metrics"]
+            if stored.get("recipe") == recipe and stored_key in stored:
+                return stored[stored_key]
         except (ValueError, AttributeError, KeyError):
             pass  # unreadable or foreign: compute again
+    split = split_indices(len(cset), fast=fast)
     if name in REFERENCE_EMBEDDINGS:
         if progress:
             print(
@@ -382,12 +388,16 @@ def reference_metrics(name: str, out=None, fast: bool | None = None, progress: b
                 flush=True,
             )
         embedding = REFERENCE_EMBEDDINGS[name]
-        metrics = train(out, embedding=embedding, fast=fast, progress=progress, cset=cset)
-        metrics = metrics["metrics"]
+        run = train(out, embedding=embedding, fast=fast, progress=progress, cset=cset)
+        metrics = run["metrics"]
+        best = load_model(run["checkpoint"])
+        val_metrics = evaluate_on_split(best, "val", cset, split, names=best.target_names)
     else:
         metrics = baseline(out, fast=fast, cset=cset)
+        val_split = {"train": split["train"], "test": split["val"]}  # scored on "test"
+        val_metrics = run_baseline(cset, val_split)["metrics"]
     out.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"recipe": recipe, "metrics": metrics}))
+    tmp.write_text(json.dumps({"recipe": recipe, "metrics": metrics, "val_metrics": val_metrics}))
     tmp.replace(path)
-    return metrics
+    return metrics if part == "test" else val_metrics
