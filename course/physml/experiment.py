@@ -143,6 +143,7 @@ def fit_model(
     augment: bool = False,
     seed: int = 0,
     fast: bool | None = None,
+    progress: bool = False,
     **regressor_args,
 ) -> GNNRegressor:
     """Train any network with the lecture's recipe on the fixed split of the bundled set;
@@ -161,6 +162,7 @@ def fit_model(
         augment: random cube symmetries and translations of the training catalogs.
         seed: seeds the weights and the order of the training catalogs.
         fast: fast mode (default: ``PHYSML_FAST``).
+        progress: show Lightning's progress bar and model summary.
         **regressor_args: :class:`GNNRegressor` options that differ from the lecture's,
             e.g. ``lr=3e-4, weight_decay=1e-4``.
     """
@@ -168,7 +170,7 @@ def fit_model(
     epochs = epochs or (FAST_EPOCHS if fast else DEFAULT_EPOCHS)
     cset = load_bundled("lh")
     with run_directory(out):
-        trainer = make_trainer(epochs, out, fast=fast, progress=False, seed=seed)
+        trainer = make_trainer(epochs, out, fast=fast, progress=progress, seed=seed)
         split = split_indices(len(cset), fast=fast)
         parts = {p: split[p] for p in ("train", "val")}  # selection never reads the test split
         loaders, norm = make_loaders(cset, parts, augment=augment)
