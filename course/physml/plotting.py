@@ -165,7 +165,7 @@ def plot_halos_projected(
     fig, axes = plt.subplots(
         1,
         len(catalogs),
-        figsize=(panel_size * len(catalogs) + 1.2, panel_size + 0.4),
+        figsize=(panel_size * len(catalogs) + 0.8, panel_size + 0.5),
         layout="constrained",
         squeeze=False,
     )
@@ -181,7 +181,7 @@ def plot_halos_projected(
         )
         ax.set(xlim=(0, 1), ylim=(0, 1), aspect="equal", xlabel="x [box]", title=title)
     axes[0, 0].set_ylabel("y [box]")
-    fig.colorbar(sc, ax=list(axes[0]), label=r"halo mass [$10^{10}\,M_\odot/h$]", shrink=0.9)
+    fig.colorbar(sc, ax=axes[0, -1], label=r"halo mass [$10^{10}\,M_\odot/h$]")
     return fig
 
 
