@@ -142,9 +142,17 @@ def test_selection_never_reads_the_test_split(tmp_path, test_split_forbidden):
         experiment.train(tmp_path / "c", epochs=1, fast=True, progress=False)
     with pytest.raises(ValueError, match="accepted: val, test"):
         experiment.evaluate_on_split(model, "train", fast=True)
+    both = experiment.fit_model(
+        lambda: _small_mpgnn(n_targets=2), tmp_path / "d", epochs=1, fast=True, target="both"
+    )
+    assert set(experiment.evaluate_on_split(both, "val", fast=True)) == {
+        "sigma_8",
+        "Omega_m",
+        "n_catalogs",
+    }
 
 
-def _small_mpgnn():
+def _small_mpgnn(n_targets=1):
     from physml.models import MPGNN
 
-    return MPGNN(0.2, 4, 4, 8, 1, n_targets=1)
+    return MPGNN(0.2, 4, 4, 8, 1, n_targets=n_targets)

@@ -33,7 +33,15 @@ from .graphdata import (
 from .metrics import summary
 from .models import EMBEDDINGS
 from .plotting import plot_predictions_grid
-from .settings import BATCH_SIZE, LECTURE_LR, LECTURE_SIZES, MASS_CUT, R_LINK, TARGETS
+from .settings import (
+    BATCH_SIZE,
+    LECTURE_LR,
+    LECTURE_SIZES,
+    MASS_CUT,
+    R_LINK,
+    TARGETS,
+    Y_COLUMNS,
+)
 from .training import GNNRegressor, load_model, make_trainer, predict, run_directory
 
 #: the lecture model: the sizes the source notebook trained with (it reloaded with others),
@@ -252,16 +260,16 @@ def evaluate_on_split(
     split: dict | None = None,
     r_link: float = R_LINK,
     fast: bool | None = None,
-    names=("sigma_8",),
+    names=Y_COLUMNS,
 ) -> dict:
     """Metrics of any model on one part of the fixed split: ``"val"`` to compare models
     while choosing one, ``"test"`` once, for the final result.
 
     ``model(batch)`` must return ``(mean, std)``, each ``[B, T]``, for the first ``T``
     targets of ``y`` = (sigma_8, Omega_m) (a :class:`GNNRegressor`, an
-    :class:`~physml.models.MPGNN` or a student's own module). The data are the
-    standardised graphs of :func:`make_loaders` (radius ``r_link`` box units); only the
-    graphs of ``part`` are read.
+    :class:`~physml.models.MPGNN` or a student's own module), named by the first ``T`` of
+    ``names``. The data are the standardised graphs of :func:`make_loaders` (radius
+    ``r_link`` box units); only the graphs of ``part`` are read.
     """
     _check_choice("part", part, EVALUATION_SPLITS)
     fast = fast_mode() if fast is None else fast
