@@ -26,10 +26,12 @@ from .cosmology import PRIOR_RANGES
 
 __all__ = [
     "PRIOR_RANGES",
+    "MASS_CMAP",
     "mass_function",
     "plot_calibration",
     "plot_graph_3d",
     "plot_halos_3d",
+    "plot_halos_projected",
     "plot_mass_function",
     "plot_predictions",
     "plot_predictions_grid",
@@ -41,8 +43,6 @@ __all__ = [
 _ALIASES = {"sigma8": "sigma_8", "s8": "sigma_8", "omega_m": "Omega_m", "Om": "Omega_m"}
 _TEX = {"sigma_8": r"$\sigma_8$", "Omega_m": r"$\Omega_m$"}
 _GREY = (0.7, 0.7, 0.7, 0.7)
-#: colour map of halo masses in every halo plot (with a logarithmic norm)
-MASS_CMAP = "inferno"
 
 
 def _canonical(name: str) -> str:
@@ -85,6 +85,10 @@ def _dark_3d_axes(ax=None, title: str | None = None, figsize=(10, 6)):
     if title is not None:
         ax.set_title(title, color="white")
     return ax
+
+
+#: colour map of halo masses in every halo plot (with a logarithmic norm)
+MASS_CMAP = "inferno"
 
 
 def _mass_norm(mass: np.ndarray) -> LogNorm:
