@@ -19,11 +19,13 @@
 # *learn* from examples that orientation does not matter. In this task you build that
 # knowledge into the features instead, train the network again and compare.
 #
-# **Time.** In full mode the student version of this notebook runs in about 6 minutes on a
-# 2-core CPU, almost all of it training the Cartesian network for comparison (seconds
-# when it is already in physml's cache on this machine); once your features pass the
-# checks, your network trains too, about 6 minutes more. On a GPU (an NVIDIA H100) a
-# training of the lecture network took 0.8 minutes; Colab's GPUs were not measured.
+# **Time.** In full mode the student version of this notebook ran in 6.8 minutes on a
+# 2-core CPU shared with other jobs, almost all of it training the Cartesian network for
+# comparison (a second when that result is already in physml's cache on this machine).
+# Once your features pass the checks, your network trains too: the solution ran in 2.2
+# minutes, its training about 2 minutes with the Cartesian result cached. On a GPU (an
+# NVIDIA H100) a training of the lecture network took 0.8 minutes; Colab's GPUs were not
+# measured.
 
 # %% tags=["nbval-ignore-output"]
 # Colab: install physml (and what Colab lacks); elsewhere nothing happens.
@@ -367,9 +369,10 @@ for net_name, net in networks.items():
 # split. `make_trainer` seeds every random generator, so the network is built after it.
 # The training is skipped while your features fail the symmetry checks.
 #
-# **How long.** At most 50 epochs with early stopping: about 6 minutes on a 2-core CPU, 0.8 minutes
-# measured on an NVIDIA H100 (Colab's GPUs were not measured). Lightning's
-# progress bar shows the epochs as they run.
+# **How long.** At most 50 epochs with early stopping: about 2 minutes on a 2-core CPU with
+# nothing else running (45 epochs in 90 s in the solution's run), up to 6 minutes on a busy
+# one; 0.8 minutes measured on an NVIDIA H100 (Colab's GPUs were not measured).
+# Lightning's progress bar shows the epochs as they run.
 
 # %%
 EPOCHS = FAST_EPOCHS if fast_mode() else DEFAULT_EPOCHS
@@ -403,10 +406,11 @@ else:
 # Both come from `reference_metrics`, which computes a result once per machine and then
 # reads it back from physml's cache folder: if this notebook (or the solution) already
 # trained the Cartesian network here, the next cell takes a second. Otherwise it trains it
-# now, about 6 minutes on a 2-core CPU (0.8 minutes on an
-# H100), with a progress bar. (Notebook 02 trains the same network
-# but keeps it in its own `runs/lecture02` folder, to show the training step by step; in
-# Colab every notebook starts in a fresh session anyway, so nothing carries over there.)
+# now, with a progress bar: 2 to 6 minutes on a 2-core CPU (5.6 minutes of epochs in the
+# student version's run, on a busy machine), 0.8 minutes on an H100. (Notebook 02 trains
+# the same network but keeps it in its own `runs/lecture02` folder, to show the training
+# step by step; in Colab every notebook starts in a fresh session anyway, so nothing
+# carries over there.)
 
 # %% tags=["nbval-ignore-output"]
 results["Cartesian r_ij (source notebook)"] = reference_metrics("cartesian", progress=True)
