@@ -256,3 +256,51 @@ def test_ridge_leave_one_out_residuals_match_brute_force_refits():
             coef = np.linalg.solve(a.T @ a + pen, a.T @ y[keep])
             brute[i] = y[i] - np.concatenate([[1.0], phi[i]]) @ coef
         np.testing.assert_allclose(loo, brute, rtol=1e-9, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- feature subsets
+
+
+def test_feature_subsets_carry_what_they_claim():
+    """Clustering columns do not change when the masses change (and the abundance ones
+    do); abundance columns do not change when the halos move (and the clustering ones
+    do); the subsets are the matching columns of all the statistics, with their names."""
+    from physml.baselines import FEATURE_SETS, feature_columns
+
+    cset = synthetic_set(20, seed=3)
+    rng = np.random.default_rng(1)
+    reweighed = CatalogSet(
+        [Catalog(c.pos, (c.mass * rng.uniform(0.3, 3.0, len(c))).astype(np.float32)) for c in cset],
+        cset.params,
+    )
+    moved = CatalogSet(
+        [Catalog(rng.random((len(c), 3)).astype(np.float32), c.mass) for c in cset], cset.params
+    )
+    full = summary_statistics(cset)
+    for subset in FEATURE_SETS:
+        cols = feature_columns(subset, 5, 4)
+        np.testing.assert_array_equal(summary_statistics(cset, subset=subset), full[:, cols])
+        assert feature_names(subset=subset) == [feature_names()[i] for i in cols]
+    clustering = summary_statistics(cset, subset="clustering")
+    abundance = summary_statistics(cset, subset="abundance")
+    assert clustering.shape == (20, 4) and abundance.shape == (20, 7)
+    assert all("DD/RR" in name for name in feature_names(subset="clustering"))
+    assert not any("DD/RR" in name for name in feature_names(subset="abundance"))
+    np.testing.assert_array_equal(summary_statistics(reweighed, subset="clustering"), clustering)
+    assert np.abs(summary_statistics(reweighed, subset="abundance") - abundance).max() > 0.01
+    np.testing.assert_array_equal(summary_statistics(moved, subset="abundance"), abundance)
+    assert np.abs(summary_statistics(moved, subset="clustering") - clustering).max() > 0.01
+    with pytest.raises(ValueError, match="subset"):
+        summary_statistics(cset, subset="velocities")
+
+
+def test_run_baseline_on_a_subset_uses_only_those_columns():
+    """The abundance-only baseline recovers sigma_8 from the counts of synthetic_set (as
+    the full one does); the clustering-only one cannot (positions are uniform)."""
+    cset = synthetic_set(150)
+    split = {"train": np.arange(100), "test": np.arange(100, 150)}
+    full = run_baseline(cset, split)["metrics"]["sigma_8"]["r2"]
+    abundance = run_baseline(cset, split, subset="abundance")["metrics"]["sigma_8"]["r2"]
+    clustering = run_baseline(cset, split, subset="clustering")["metrics"]["sigma_8"]["r2"]
+    assert abundance > 0.9 and full > 0.9
+    assert clustering < 0.2

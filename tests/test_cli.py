@@ -253,3 +253,14 @@ def test_evaluate_warns_on_masses_in_other_units(trained, toy_file, tmp_path):
     msun = _toy_variant(toy_file, tmp_path / "msun.npz", mass_scale=1e10)
     with pytest.warns(UserWarning, match="Msun/h\\?"):
         evaluate(ckpt, msun, cache_dir=False)
+
+
+def test_ablation_options(tmp_path, capsys):
+    """physml baseline --features (a bad name lists the accepted ones) and physml train
+    --average (argparse refuses other values)."""
+    assert main(["baseline", "--fast", "--features", "masses", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "features" in err and "abundance" in err and "clustering" in err
+    with pytest.raises(SystemExit):
+        main(["train", "--fast", "--average", "swa", "--out", str(tmp_path / "t")])
+    assert "ema" in capsys.readouterr().err

@@ -107,3 +107,53 @@ def test_summary_is_valid_json_when_r2_is_undefined():
     assert out["sigma_8"]["r2"] is None
     json.loads(json.dumps(out, allow_nan=False))
     assert "n/a" in leaderboard({"cv": out})
+
+
+# --------------------------------------------------------------------------- bootstrap
+
+
+def test_bootstrap_interval_of_a_mean_is_sigma_over_sqrt_n():
+    """Closed form: the 68 % bootstrap interval of the mean of n Gaussian draws is about
+    mean +- sigma / sqrt(n) (the sample std, up to the bootstrap's own noise)."""
+    from physml.metrics import bootstrap_interval
+
+    rng = np.random.default_rng(0)
+    n, sigma = 400, 2.0
+    x = rng.normal(5.0, sigma, n)
+    lo, hi = bootstrap_interval(lambda idx: x[idx].mean(), n, n_boot=4000, seed=1)
+    half = x.std() / np.sqrt(n)
+    assert (hi - lo) / 2 == pytest.approx(half, rel=0.06)
+    assert (lo + hi) / 2 == pytest.approx(x.mean(), abs=0.1 * half)
+    lo95, hi95 = bootstrap_interval(lambda idx: x[idx].mean(), n, n_boot=4000, level=0.95)
+    assert (hi95 - lo95) / 2 == pytest.approx(1.96 * half, rel=0.06)
+    # an array statistic gives one interval per entry
+    lo2, hi2 = bootstrap_interval(lambda idx: np.array([x[idx].mean(), 2 * x[idx].mean()]), n)
+    assert lo2.shape == (2,) and hi2[1] - lo2[1] == pytest.approx(2 * (hi2[0] - lo2[0]))
+    with pytest.raises(ValueError, match="level"):
+        bootstrap_interval(lambda idx: 0.0, n, level=1.5)
+
+
+def test_seed_summary_against_summary_of_each_run():
+    from physml.metrics import seed_summary
+
+    rng = np.random.default_rng(2)
+    true = rng.uniform(0.6, 1.0, (60, 2))
+    runs = [
+        (true + rng.normal(0, 0.05 * (s + 1), true.shape), np.full(true.shape, 0.05), true)
+        for s in range(3)
+    ]
+    got = seed_summary(runs, ["sigma_8", "Omega_m"], n_boot=500)
+    for t, name in enumerate(["sigma_8", "Omega_m"]):
+        eps = [summary(p, s, y, ["a", "b"])[["a", "b"][t]]["epsilon"] for p, s, y in runs]
+        r2s = [summary(p, s, y, ["a", "b"])[["a", "b"][t]]["r2"] for p, s, y in runs]
+        row = got[name]
+        assert row["epsilon_mean"] == pytest.approx(np.mean(eps))
+        assert row["epsilon_std"] == pytest.approx(np.std(eps, ddof=1))
+        assert row["r2_mean"] == pytest.approx(np.mean(r2s))
+        assert row["n_seeds"] == 3
+        lo, hi = row["epsilon_68"]
+        assert lo < row["epsilon_mean"] < hi
+    one = seed_summary(runs[:1], ["sigma_8", "Omega_m"], n_boot=100)
+    assert one["sigma_8"]["epsilon_std"] is None
+    with pytest.raises(ValueError, match="true values differ"):
+        seed_summary([runs[0], (runs[1][0], runs[1][1], true + 1)], ["a", "b"], n_boot=10)

@@ -375,3 +375,65 @@ def test_cuda_length_check_first_training_batch_and_eval():
     net.eval()
     with pytest.raises(ValueError, match="r_link"):
         net(bad)
+
+
+# --------------------------------------------------------------------------- ablation inputs
+
+
+def ablation_model(inputs, seed=0):
+    torch.manual_seed(seed)
+    return MPGNN(R, 8, 8, 16, 2, 2, inputs=inputs).double()
+
+
+def test_masses_only_model_sees_no_edges(graphs):
+    """inputs="masses" is a Deep Set: moving the halos (graph rebuilt from the new
+    positions), dropping or adding edges leaves the output unchanged; it equals the same
+    weights run as the full model on graphs without edges; the masses still matter."""
+    net = ablation_model("masses")
+    ref = run(net, graphs)
+    g = torch.Generator().manual_seed(7)
+    shuffled = [
+        moved(d, torch.rand(d.num_nodes, 3, generator=g, dtype=d.pos.dtype)) for d in graphs
+    ]
+    assert max(d.edge_index.size(1) for d in shuffled) > 0
+    assert max_diff(run(net, shuffled), ref) < 1e-12
+    no_edges = [Data(x=d.x, pos=d.pos, edge_index=d.edge_index[:, :0], u=d.u) for d in graphs]
+    assert max_diff(run(net, no_edges), ref) < 1e-12
+    full = ablation_model("all")
+    full.load_state_dict(net.state_dict())
+    assert max_diff(run(full, no_edges), ref) < 1e-12
+    assert max_diff(run(full, graphs), ref) > 1e-4  # the full model does read the edges
+    heavier = [Data(x=d.x + 0.5, pos=d.pos, edge_index=d.edge_index, u=d.u) for d in graphs]
+    assert max_diff(run(net, heavier), ref) > 1e-4
+
+
+def test_positions_only_model_gets_constant_node_features(graphs):
+    """inputs="positions": the embedding's node input is the same for every halo, the
+    output does not change with the masses or the halo-count feature u, and does change
+    when the halos move."""
+    net = ablation_model("positions")
+    assert net.global_in == 0
+    seen = []
+    net.embedding.node_mlp.register_forward_hook(lambda m, inp, out: seen.append(inp[0]))
+    ref = run(net, graphs)
+    assert seen and torch.equal(seen[0], torch.full_like(seen[0], float(seen[0][0, 0])))
+    g = torch.Generator().manual_seed(3)
+    other = [
+        Data(
+            x=torch.randn(d.num_nodes, 1, generator=g, dtype=d.x.dtype),
+            pos=d.pos,
+            edge_index=d.edge_index,
+            u=torch.randn(1, 1, generator=g, dtype=d.x.dtype),
+        )
+        for d in graphs
+    ]
+    assert max_diff(run(net, other), ref) < 1e-12
+    no_u = [Data(x=d.x, pos=d.pos, edge_index=d.edge_index) for d in graphs]
+    assert max_diff(run(net, no_u), ref) < 1e-12
+    shifted = [moved(d, torch.rand(d.num_nodes, 3, generator=g, dtype=d.pos.dtype)) for d in graphs]
+    assert max_diff(run(net, shifted), ref) > 1e-4
+
+
+def test_unknown_inputs_rejected():
+    with pytest.raises(ValueError, match="inputs"):
+        MPGNN(R, 8, 8, 16, 2, 1, inputs="velocities")

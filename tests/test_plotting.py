@@ -289,3 +289,74 @@ def test_halos_projected_share_one_mass_scale_with_a_colour_bar():
     with pytest.raises(ValueError, match="2 for 1 catalogs"):
         plot_halos_projected(cats[:1], titles=["a", "b"])
     plt.close("all")
+
+
+def test_information_ablation_points_bars_and_whiskers(tmp_path):
+    """Dots at the seed means, thick bars of +- the seed std, whiskers at the bootstrap
+    interval; an arm without Omega_m leaves its row empty there; reads the JSON file."""
+    import json
+
+    from physml.plotting import plot_information_ablation
+
+    def row(eps, eps_std, r2, lo, hi):
+        return {
+            "epsilon_mean": eps, "epsilon_std": eps_std, "epsilon_68": [lo, hi],
+            "r2_mean": r2, "r2_std": 0.01, "r2_68": [r2 - 0.05, r2 + 0.05],
+        }  # fmt: skip
+
+    summary = {
+        "summary": {"label": "baseline", "deterministic": True,
+                    "sigma_8": row(0.075, 0.0, 0.56, 0.07, 0.08),
+                    "Omega_m": row(0.10, 0.0, 0.9, 0.09, 0.11)},
+        "gnn": {"label": "lecture GNN", "sigma_8": row(0.08, 0.005, 0.5, 0.072, 0.088)},
+    }  # fmt: skip
+    path = tmp_path / "information.json"
+    path.write_text(json.dumps({"summary": summary}))
+    fig = plot_information_ablation(path)
+    axes = fig.axes
+    assert len(axes) == 4
+    eps_s8 = axes[0]
+    assert [t.get_text() for t in eps_s8.get_yticklabels()] == ["baseline", "lecture GNN"]
+    bars = [c for c in eps_s8.containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == 4  # whisker and dot per arm
+    whisker, dot = bars[2], bars[3]  # the GNN's, drawn second, at y = 0
+    np.testing.assert_allclose(dot.lines[0].get_xydata(), [[8.0, 0.0]])
+    seg = dot.lines[2][0].get_segments()[0]
+    np.testing.assert_allclose(seg[:, 0], [7.5, 8.5])
+    seg = whisker.lines[2][0].get_segments()[0]
+    np.testing.assert_allclose(seg[:, 0], [7.2, 8.8])
+    eps_om = axes[1]  # the GNN has no Omega_m: one arm drawn
+    assert len([c for c in eps_om.containers if isinstance(c, ErrorbarContainer)]) == 2
+    plt.close(fig)
+    with pytest.raises(ValueError, match="no arm"):
+        plot_information_ablation(summary, params=("h",))
+
+
+def test_shipped_ablation_matches_the_benchmark_runs():
+    """The summary shipped with physml (drawn by default) holds the seed means and
+    standard deviations of the predictions stored in benchmarks/results/information.json,
+    recomputed here with physml.metrics."""
+    import json
+    from pathlib import Path
+
+    from physml.plotting import ABLATION_FILE, plot_information_ablation
+
+    shipped = json.loads(Path(ABLATION_FILE).read_text())["summary"]
+    runs_file = Path(__file__).resolve().parents[1] / "benchmarks/results/information.json"
+    if not runs_file.exists():
+        pytest.skip("benchmarks/results/information.json is not in this checkout")
+    runs = json.loads(runs_file.read_text())["runs"]
+    assert set(shipped) == set(runs) and {"gnn", "summary", "clustering"} <= set(shipped)
+    for arm, by_seed in runs.items():
+        for t, name in enumerate(next(iter(by_seed.values()))["names"]):
+            eps = [
+                metrics.epsilon(np.array(r["mean"])[:, t], np.array(r["true"])[:, t])
+                for r in by_seed.values()
+            ]
+            row = shipped[arm][name]
+            assert row["epsilon_mean"] == pytest.approx(np.mean(eps), rel=1e-5)
+            if len(eps) > 1:
+                assert row["epsilon_std"] == pytest.approx(np.std(eps, ddof=1), rel=1e-4)
+    fig = plot_information_ablation()
+    assert len(fig.axes) == 4
+    plt.close(fig)

@@ -318,3 +318,67 @@ def test_run_directory_lock_and_overwrite(tmp_path):
     with run_directory(out):
         assert lock.read_text().split()[0] != dead
     assert not lock.exists()
+
+
+# --------------------------------------------------------------------------- weight average
+
+
+def test_weight_average_is_the_ema_of_the_steps(tmp_path):
+    """WeightAverage against an EMA computed by hand from the raw weights after every
+    step: validation runs with the average, checkpoints store it, training goes on from
+    the raw weights."""
+    import pytorch_lightning as pl
+
+    decay = 0.6
+    raw, at_validation = [], []
+
+    class Record(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, *args):
+            raw.append({k: v.detach().clone() for k, v in pl_module.model.state_dict().items()})
+
+        def on_validation_batch_start(self, trainer, pl_module, *args):
+            at_validation.append(
+                {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()}
+            )
+
+    graphs = tiny_graphs(20)
+    trainer = make_trainer(
+        2, tmp_path, progress=False, seed=1, logger=False, num_sanity_val_steps=0
+    )
+    trainer.callbacks[:0] = [training.WeightAverage(decay), Record()]
+    model = GNNRegressor(**SMALL, feature_norm=NORM)
+    train = DataLoader(graphs[:15], batch_size=5, shuffle=True)
+    trainer.fit(model, train, DataLoader(graphs[15:], batch_size=5))
+    assert len(raw) == 6 and len(at_validation) == 2  # 3 steps and 1 val batch per epoch
+
+    def ema(steps):
+        avg = {k: v.clone() for k, v in steps[0].items()}
+        for step in steps[1:]:
+            for k in avg:
+                avg[k] = decay * avg[k] + (1 - decay) * step[k]
+        return avg
+
+    for epoch, seen in enumerate(at_validation):
+        want = ema(raw[: 3 * (epoch + 1)])
+        for k in want:
+            torch.testing.assert_close(seen[k], want[k], rtol=1e-6, atol=1e-7)
+    for k, v in model.model.state_dict().items():  # training weights are the raw ones
+        assert torch.equal(v, raw[-1][k])
+    last = tmp_path / "last.ckpt"
+    trainer.save_checkpoint(last)
+    stored = torch.load(last, weights_only=True)["state_dict"]
+    want = ema(raw)
+    assert any(not torch.equal(want[k], raw[-1][k]) for k in want)
+    for k in want:
+        torch.testing.assert_close(stored[f"model.{k}"], want[k], rtol=1e-6, atol=1e-7)
+
+
+def test_make_trainer_average_option(tmp_path):
+    trainer = make_trainer(3, tmp_path / "a", progress=False, average="ema")
+    assert sum(isinstance(c, training.WeightAverage) for c in trainer.callbacks) == 1
+    trainer = make_trainer(3, tmp_path / "b", progress=False)
+    assert not any(isinstance(c, training.WeightAverage) for c in trainer.callbacks)
+    with pytest.raises(ValueError, match="average"):
+        make_trainer(3, tmp_path / "c", progress=False, average="swa")
+    with pytest.raises(ValueError, match="decay"):
+        training.WeightAverage(1.0)

@@ -37,11 +37,13 @@ from .settings import MASS_CUT
 from .settings import TARGETS as LECTURE_TARGETS
 
 __all__ = [
+    "FEATURE_SETS",
     "KINDS",
     "TARGETS",
     "MLPRegressor",
     "RidgeRegressor",
     "correlation_function",
+    "feature_columns",
     "feature_names",
     "fit_baseline",
     "pair_counts",
@@ -61,6 +63,12 @@ TARGETS = {
 DEFAULT_MASS_THRESHOLDS = (MASS_CUT, 5e11, 1e12, 3e12, 1e13)  # Msun/h
 DEFAULT_SEPARATIONS = (0.5, 1.0, 2.0, 4.0)  # Mpc/h
 _ALPHAS = tuple(10.0 ** np.arange(-6, 4))  # ridge penalties tried by leave-one-out
+#: subsets of the summary statistics (the information ablation): ``"all"`` (the baseline),
+#: ``"abundance"`` (halo counts above the mass thresholds, mean and largest log mass: the
+#: mass function) and ``"clustering"`` (:math:`\log_{10}(1 + DD/RR)` at each separation:
+#: the two-point function, normalised by the pair count of a random catalog of the same
+#: size, so it carries neither the masses nor the number of halos)
+FEATURE_SETS = ("all", "abundance", "clustering")
 
 
 # --------------------------------------------------------------------------- statistics
@@ -121,22 +129,39 @@ def correlation_function(
     return dd / _random_pairs(n, r_box) - 1.0
 
 
+def feature_columns(subset: str, n_thresholds: int, n_separations: int) -> np.ndarray:
+    """Indices ``[F]`` of the columns of a :data:`FEATURE_SETS` subset among the
+    ``n_thresholds + 2 + n_separations`` columns of all the summary statistics."""
+    if subset not in FEATURE_SETS:
+        raise ValueError(f"subset: expected one of {FEATURE_SETS}, got {subset!r}")
+    n_abundance = n_thresholds + 2
+    total = n_abundance + n_separations
+    if subset == "abundance":
+        return np.arange(n_abundance)
+    if subset == "clustering":
+        return np.arange(n_abundance, total)
+    return np.arange(total)
+
+
 def feature_names(
     mass_thresholds: Sequence[float] = DEFAULT_MASS_THRESHOLDS,
     separations: Sequence[float] = DEFAULT_SEPARATIONS,
+    subset: str = "all",
 ) -> list[str]:
     """Names of the columns of :func:`summary_statistics`, in order."""
-    return (
+    names = (
         [f"log10(1+N(>{m:.0e}))" for m in mass_thresholds]
         + ["mean_log10_M", "max_log10_M"]
         + [f"log10(1+DD/RR(<{r:g}))" for r in separations]
     )
+    return [names[i] for i in feature_columns(subset, len(mass_thresholds), len(separations))]
 
 
 def summary_statistics(
     cset: CatalogSet,
     mass_thresholds: Sequence[float] = DEFAULT_MASS_THRESHOLDS,
     separations: Sequence[float] = DEFAULT_SEPARATIONS,
+    subset: str = "all",
 ) -> np.ndarray:
     r"""Summary statistics of every catalog of a set (the baseline's features).
 
@@ -153,9 +178,11 @@ def summary_statistics(
         cset: ``n`` catalogs; ``cset.box_size`` converts the separations to box units.
         mass_thresholds: ``[K]`` masses, Msun/h.
         separations: ``[R]`` radii, Mpc/h, each ``< cset.box_size / 2``.
+        subset: ``"all"``, or only the ``"abundance"`` (``K + 2``) or ``"clustering"``
+            (``R``) columns (:data:`FEATURE_SETS`, :func:`feature_columns`).
 
     Returns:
-        ``[n, K + 2 + R]`` float64, finite.
+        ``[n, K + 2 + R]`` float64, finite (fewer columns for a subset).
     """
     thr = np.asarray(mass_thresholds, dtype=np.float64).reshape(-1)
     r_box = np.asarray(separations, dtype=np.float64).reshape(-1) / cset.box_size
@@ -166,6 +193,7 @@ def summary_statistics(
             f"separations: expected radii in (0, box_size / 2 = {cset.box_size / 2}) Mpc/h, "
             f"got {list(separations)}"
         )
+    columns = feature_columns(subset, len(thr), len(r_box))
     empty_log_mass = float(np.log10(thr.min())) if len(thr) else 10.0
     out = np.empty((len(cset), len(thr) + 2 + len(r_box)))
     for i, cat in enumerate(cset.catalogs):
@@ -181,7 +209,7 @@ def summary_statistics(
         else:
             ratio = np.ones(len(r_box))
         out[i, len(thr) + 2 :] = np.log10(1.0 + ratio)
-    return out
+    return out[:, columns]
 
 
 def targets_of(cset: CatalogSet, target: str = "sigma8") -> tuple[np.ndarray, list[str]]:
@@ -503,6 +531,7 @@ def run_baseline(
     target: str = "sigma8",
     kind: str = "quadratic",
     features: np.ndarray | None = None,
+    subset: str = "all",
     **kwargs,
 ) -> dict:
     r"""Fits the baseline on ``split["train"]`` and scores it on ``split["test"]``.
@@ -515,6 +544,8 @@ def run_baseline(
         kind: see :func:`fit_baseline`.
         features: ``[len(cset), F]`` precomputed :func:`summary_statistics` (computed if
             ``None``).
+        subset: the columns computed when ``features`` is ``None``: ``"all"``,
+            ``"abundance"`` or ``"clustering"`` (:data:`FEATURE_SETS`).
         **kwargs: passed to :func:`fit_baseline`.
 
     Returns:
@@ -529,7 +560,7 @@ def run_baseline(
         if key not in split:
             raise ValueError(f"split: missing key {key!r} (has {sorted(split)})")
     if features is None:
-        features = summary_statistics(cset)
+        features = summary_statistics(cset, subset=subset)
     features = np.asarray(features, dtype=np.float64)
     if features.shape[0] != len(cset):
         raise ValueError(f"features: {features.shape[0]} rows for {len(cset)} catalogs")

@@ -138,6 +138,16 @@ def _add_train(sub) -> None:
     p.add_argument("--catalogs", default=None, help="a catalog file instead of the bundled set")
     p.add_argument("--labels", default=None, help="labels file for --catalogs, if separate")
     p.add_argument("--augment", action="store_true", help="random cube symmetries + shifts")
+    p.add_argument(
+        "--average",
+        default="none",
+        choices=("none", "ema"),
+        help=(
+            "none | ema (none): ema validates and keeps an exponential moving average of the "
+            "weights (decay 0.995 per step) instead of the raw weights; opt-in, see "
+            "benchmarks/bench_information.py for its seed spread next to the plain recipe"
+        ),
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -159,6 +169,7 @@ def _train(args) -> int:
         seed=args.seed,
         progress=not args.quiet,
         overwrite=args.overwrite,
+        average=args.average,
     )
     print(json.dumps(res["metrics"]))
     print(
@@ -206,6 +217,15 @@ def _add_baseline(sub) -> None:
     p.add_argument("--out", default="runs/baseline", help="output directory (runs/baseline)")
     p.add_argument("--target", default="sigma8", help="sigma8 | both (sigma8)")
     p.add_argument("--kind", default="quadratic", help="linear | quadratic | mlp (quadratic)")
+    p.add_argument(
+        "--features",
+        default="all",
+        help=(
+            "all | abundance | clustering (all): every statistic, only the mass-function ones "
+            "(counts above mass thresholds, mean and largest log mass) or only the two-point "
+            "function"
+        ),
+    )
     p.add_argument("--fast", action="store_true", help="fast mode: the small subset of CI")
 
 
@@ -213,7 +233,9 @@ def _baseline(args) -> int:
     from .experiment import baseline
     from .graphdata import fast_mode
 
-    metrics = baseline(args.out, args.target, args.kind, fast=args.fast or fast_mode())
+    metrics = baseline(
+        args.out, args.target, args.kind, fast=args.fast or fast_mode(), features=args.features
+    )
     print(json.dumps(metrics))
     return 0
 

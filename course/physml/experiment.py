@@ -17,7 +17,7 @@ import torch
 from torch_geometric.loader import DataLoader
 
 from . import __version__
-from .baselines import run_baseline
+from .baselines import FEATURE_SETS, run_baseline
 from .catalogs import CatalogSet, load_catalogs
 from .datasets import load_bundled
 from .graphdata import (
@@ -83,6 +83,7 @@ def train(
     cache_dir=None,
     overwrite: bool = True,
     evaluate_on: str = "test",
+    average: str = "none",
     **hparams,
 ) -> dict:
     """Train the lecture GNN on the fixed split and evaluate the best checkpoint on the
@@ -95,7 +96,13 @@ def train(
     and TensorBoard logs under ``out/tb``. Defaults: the bundled LH set, the shared split,
     :data:`LECTURE_HPARAMS`, :data:`DEFAULT_EPOCHS` epochs (:data:`FAST_EPOCHS` and a
     small subset in fast mode). Returns ``{"metrics", "checkpoint", "seconds",
-    "epochs_run", "split"}`` (``split``: the part the metrics are of).
+    "epochs_run", "split", "mean", "std", "true"}`` (``split``: the part the metrics are
+    of; the last three: that part's predictions, numpy ``[n, T]``).
+
+    ``average="ema"`` validates and keeps an exponential moving average of the weights
+    (:class:`~physml.training.WeightAverage`), an opt-in that the information benchmark
+    (``benchmarks/bench_information.py``) measures against the plain recipe; ``**hparams``
+    override :class:`~physml.training.GNNRegressor` options (e.g. ``inputs="masses"``).
 
     ``out`` is held with a lock file for the run (:func:`~physml.training.run_directory`):
     a second run into the same directory is refused while the first is alive. A finished
@@ -113,7 +120,9 @@ def train(
     out = Path(out)
     check_masses(cset, mass_cut, cset.source or "catalogs")
     with run_directory(out, overwrite=overwrite):
-        trainer = make_trainer(epochs, out, fast=fast, progress=progress, seed=seed)
+        trainer = make_trainer(
+            epochs, out, fast=fast, progress=progress, seed=seed, average=average
+        )
         parts = {p: split[p] for p in ("train", "val", evaluate_on)}  # no test in selection
         loaders, norm = make_loaders(
             cset, parts, hp["r_link"], mass_cut, augment=augment, seed=seed, cache_dir=cache_dir
@@ -141,6 +150,9 @@ def train(
         "seconds": seconds,
         "epochs_run": trainer.current_epoch,
         "split": evaluate_on,
+        "mean": mean,
+        "std": std,
+        "true": true,
     }
 
 
@@ -232,14 +244,18 @@ def baseline(
     cset: CatalogSet | None = None,
     split: dict | None = None,
     fast: bool | None = None,
+    features: str = "all",
 ) -> dict:
     """The summary-statistics baseline on the same split; writes ``out/metrics.json`` and
-    ``out/predictions.png`` and returns the metrics."""
+    ``out/predictions.png`` and returns the metrics. ``features``: all the summary
+    statistics, or only the ``"abundance"`` or ``"clustering"`` ones
+    (:data:`physml.baselines.FEATURE_SETS`)."""
     _check_choice("target", target, TARGETS)
+    _check_choice("features", features, FEATURE_SETS)
     fast = fast_mode() if fast is None else fast
     cset = load_bundled("lh") if cset is None else cset
     split = split_indices(len(cset), fast=fast) if split is None else split
-    res = run_baseline(cset, split, target=target, kind=kind)
+    res = run_baseline(cset, split, target=target, kind=kind, subset=features)
     names = TARGETS[target]
     _write_outputs(
         Path(out),
@@ -248,7 +264,9 @@ def baseline(
         res["std"],
         res["true"],
         names,
-        f"{kind} baseline on summary statistics, test split",
+        f"{kind} baseline on summary statistics"
+        + ("" if features == "all" else f" ({features} only)")
+        + ", test split",
     )
     return res["metrics"]
 

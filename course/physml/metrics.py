@@ -15,7 +15,15 @@ import math
 import numpy as np
 from scipy.stats import norm
 
-__all__ = ["chi2", "coverage", "epsilon", "r2", "summary"]
+__all__ = [
+    "bootstrap_interval",
+    "chi2",
+    "coverage",
+    "epsilon",
+    "r2",
+    "seed_summary",
+    "summary",
+]
 
 
 def _arrays(**named) -> list[np.ndarray]:
@@ -174,4 +182,87 @@ def summary(pred, std, true, names) -> dict:
         row = {key: float(values[t]) for key, values in columns.items()}
         out[str(name)] = {k: (v if math.isfinite(v) else None) for k, v in row.items()}
     out["n_catalogs"] = int(pred.shape[0])
+    return out
+
+
+def bootstrap_interval(statistic, n: int, n_boot: int = 2000, level: float = 0.68, seed: int = 0):
+    r"""Percentile bootstrap interval of a statistic of ``n`` items (e.g. test catalogs).
+
+    Draws ``n_boot`` resamples of the indices ``0..n-1`` with replacement, evaluates
+    ``statistic(idx)`` on each and returns the central ``level`` quantiles of the values:
+    the range that the statistic spans over data sets like this one. For the mean of ``n``
+    draws with standard deviation :math:`\sigma` the 68 % interval is about
+    :math:`\bar x \pm \sigma/\sqrt{n}`.
+
+    Args:
+        statistic: function ``idx [n] int64 -> float`` or ``-> [K]`` array.
+        n: number of items, >= 1.
+        n_boot: number of resamples.
+        level: central probability of the interval, in (0, 1).
+        seed: seed of the resampling.
+
+    Returns:
+        ``(lo, hi)``: floats, or ``[K]`` arrays for an array statistic.
+    """
+    level = float(level)
+    if not 0 < level < 1:
+        raise ValueError(f"level: expected a probability in (0, 1), got {level!r}")
+    if int(n) < 1 or int(n_boot) < 2:
+        raise ValueError(f"n >= 1 and n_boot >= 2 expected, got n={n}, n_boot={n_boot}")
+    rng = np.random.default_rng(seed)
+    values = np.array([statistic(rng.integers(0, n, size=n)) for _ in range(int(n_boot))])
+    lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    return _out(lo), _out(hi)
+
+
+def seed_summary(runs, names, n_boot: int = 2000, level: float = 0.68, seed: int = 0) -> dict:
+    r"""Seed mean and spread of the scores of one model trained with several seeds, and a
+    bootstrap interval over the test catalogs.
+
+    Args:
+        runs: a list of ``(pred, std, true)``, one per seed, each ``[n, T]`` (or ``[n]``),
+            the same ``n`` test catalogs (``true`` equal in every run).
+        names: ``T`` target names.
+        n_boot, level, seed: of :func:`bootstrap_interval`.
+
+    Returns:
+        ``{name: {"epsilon_mean", "epsilon_std", "r2_mean", "r2_std", "chi2_mean",
+        "coverage_68_mean", "epsilon_68", "r2_68", "n_seeds"}}``: means over the seeds,
+        standard deviations over the seeds (``ddof=1``; ``None`` for a single run), and
+        ``[lo, hi]`` the bootstrap ``level`` interval of the seed-mean epsilon and r^2 when
+        the test catalogs are resampled (the same resample for every seed). Python floats.
+    """
+    if not len(runs):
+        raise ValueError("runs: expected at least one (pred, std, true)")
+    names = [names] if isinstance(names, str) else list(names)
+    rows = [summary(p, s, t, names) for p, s, t in runs]
+    pred = np.stack([np.asarray(p, dtype=np.float64).reshape(len(p), -1) for p, _, _ in runs])
+    true = np.asarray(runs[0][2], dtype=np.float64).reshape(pred.shape[1], -1)
+    if any(
+        not np.array_equal(np.asarray(t, np.float64).reshape(true.shape), true) for *_, t in runs
+    ):
+        raise ValueError("runs: the true values differ between runs (not the same test set)")
+
+    def scores(idx):
+        p, t = pred[:, idx], true[idx]
+        eps = np.mean(np.abs(p - t) / np.abs(t), axis=1).mean(axis=0)
+        ss_res = np.sum((p - t) ** 2, axis=1)
+        ss_tot = np.sum((t - t.mean(axis=0)) ** 2, axis=0)
+        return np.concatenate([eps, (1 - ss_res / ss_tot).mean(axis=0)])
+
+    lo, hi = bootstrap_interval(scores, true.shape[0], n_boot, level, seed)
+    lo, hi = np.atleast_1d(lo), np.atleast_1d(hi)
+    out = {}
+    for k, name in enumerate(names):
+        row = {}
+        for key in ("epsilon", "r2", "chi2", "coverage_68"):
+            values = np.array([r[name][key] for r in rows], dtype=np.float64)
+            row[f"{key}_mean"] = float(values.mean())
+            if key in ("epsilon", "r2"):
+                row[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else None
+        t = len(names)
+        row["epsilon_68"] = [float(lo[k]), float(hi[k])]
+        row["r2_68"] = [float(lo[t + k]), float(hi[t + k])]
+        row["n_seeds"] = len(runs)
+        out[name] = row
     return out

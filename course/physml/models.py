@@ -44,6 +44,7 @@ from physml.settings import TARGETS, Y_COLUMNS
 
 __all__ = [
     "EMBEDDINGS",
+    "INPUTS",
     "PRIOR_RANGES",
     "TARGETS",
     "Y_COLUMNS",
@@ -64,6 +65,11 @@ __all__ = [
 # prefix of Y_COLUMNS) live in physml.settings and are re-exported here.
 #: Accepted embedding names.
 EMBEDDINGS = ("cartesian", "invariant")
+#: What an :class:`MPGNN` reads (the information ablation): ``"all"`` (masses, positions
+#: and the halo count), ``"positions"`` (the graph only: every node feature set to the same
+#: constant, no halo-count graph feature) or ``"masses"`` (no edges: each halo sees only
+#: itself before the global pooling, a Deep Set on the masses, with the halo count).
+INPUTS = ("all", "positions", "masses")
 
 # Relative slack on "no edge longer than r_link" (float32 recomputation of float64 lengths).
 _RADIUS_SLACK = 1e-3
@@ -552,6 +558,12 @@ class MPGNN(nn.Module):
             ``None`` for open boundaries.
         node_in: node feature size (1: log mass).
         global_in: graph feature size of ``data.u`` (1: log number of halos; 0: unused).
+        inputs: what the network reads, one of :data:`INPUTS`. ``"positions"``: ``x`` is
+            replaced by zeros (all nodes equal) and ``u`` is not read (``global_in`` is
+            set to 0); the count of halos still enters through the sum pool, as in any
+            graph. ``"masses"``: the edges are dropped (``edge_index`` replaced by an empty
+            one, so the layers' message pools are zero and each node is updated from
+            itself only) and ``pos`` is not read: a Deep Set on ``x`` and ``u``.
     """
 
     def __init__(
@@ -566,8 +578,13 @@ class MPGNN(nn.Module):
         box_size: float | None = 1.0,
         node_in: int = 1,
         global_in: int = 1,
+        inputs: str = "all",
     ):
         super().__init__()
+        if inputs not in INPUTS:
+            raise ValueError(f"inputs: expected one of {INPUTS}, got {inputs!r}")
+        if inputs == "positions":
+            global_in = 0
         for name, value in [
             ("node_emb_size", node_emb_size),
             ("edge_emb_size", edge_emb_size),
@@ -585,6 +602,7 @@ class MPGNN(nn.Module):
         self.n_targets = n_targets
         self.node_in = node_in
         self.global_in = global_in
+        self.inputs = inputs
         self.box_size = None if box_size is None else float(box_size)
         if isinstance(embedding, nn.Module):
             self.embedding = embedding
@@ -631,6 +649,11 @@ class MPGNN(nn.Module):
                 num_graphs = u.size(0)
             elif u.size(0) != num_graphs:
                 raise ValueError(f"data.u: {u.size(0)} rows for {num_graphs} graphs")
+        if self.inputs == "positions":
+            x = torch.zeros_like(x)  # every halo alike: only the graph carries information
+        elif self.inputs == "masses":
+            edge_index = edge_index[:, :0]  # no edges: each halo sees only itself
+            pos = torch.zeros_like(pos)
         return x, pos, edge_index, batch, u, num_graphs
 
     def forward(self, data) -> tuple[Tensor, Tensor]:

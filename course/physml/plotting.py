@@ -1,5 +1,5 @@
 r"""Figures for the lecture: halos and graphs in 3D, predictions, training curves,
-calibration, the halo mass function.
+calibration, the halo mass function, the information ablation.
 
 Every function takes an optional ``ax`` (or ``fig``) to draw into, returns the
 :class:`~matplotlib.figure.Figure`, and never calls ``plt.show()``; all work with the Agg
@@ -25,6 +25,7 @@ from .catalogs import MASS_UNIT, Catalog, CatalogSet
 from .cosmology import PRIOR_RANGES
 
 __all__ = [
+    "ABLATION_FILE",
     "PRIOR_RANGES",
     "MASS_CMAP",
     "mass_function",
@@ -32,6 +33,7 @@ __all__ = [
     "plot_graph_3d",
     "plot_halos_3d",
     "plot_halos_projected",
+    "plot_information_ablation",
     "plot_mass_function",
     "plot_predictions",
     "plot_predictions_grid",
@@ -43,6 +45,9 @@ __all__ = [
 _ALIASES = {"sigma8": "sigma_8", "s8": "sigma_8", "omega_m": "Omega_m", "Om": "Omega_m"}
 _TEX = {"sigma_8": r"$\sigma_8$", "Omega_m": r"$\Omega_m$"}
 _GREY = (0.7, 0.7, 0.7, 0.7)
+#: the measured information ablation shipped with the package (summary of
+#: ``benchmarks/results/information.json``, written by ``benchmarks/bench_information.py``)
+ABLATION_FILE = os.path.join(os.path.dirname(__file__), "data", "information_ablation.json")
 
 
 def _canonical(name: str) -> str:
@@ -587,3 +592,79 @@ def plot_mass_function(
     if labels is not None:
         ax.legend()
     return ax.figure
+
+
+# --------------------------------------------------------------------------- ablation
+
+
+def plot_information_ablation(
+    source=None, params: Sequence[str] = ("sigma_8", "Omega_m"), fig=None
+) -> Figure:
+    r"""The information ablation (``benchmarks/bench_information.py``): epsilon and
+    :math:`R^2` of every arm, one column per parameter.
+
+    Each arm is a row: the dot is the mean over the seeds, the thick bar :math:`\pm` one
+    standard deviation over the seeds (none for the deterministic summary-statistics
+    fits), the thin whisker the bootstrap 68 % interval of the seed mean over the test
+    catalogs. An arm that does not predict a parameter leaves its row empty there.
+
+    Args:
+        source: the results JSON written by the benchmark (a path; default
+            :data:`ABLATION_FILE`, the measured one shipped with physml), its dict, or its
+            ``"summary"`` dict ``{arm: {"label", param: {"epsilon_mean", "epsilon_std",
+            "epsilon_68", "r2_mean", "r2_std", "r2_68"}}}``.
+        params: the parameters, one column each.
+        fig: a figure to draw into, or ``None``.
+    """
+    if source is None:
+        source = ABLATION_FILE
+    if isinstance(source, str | os.PathLike):
+        import json
+
+        with open(source) as f:
+            source = json.load(f)
+    inner = source.get("summary")
+    # the results dict holds the summary under "summary"; an arm row (with its "label")
+    # under that key is the summary dict's own "summary" arm (summary statistics)
+    summary = inner if isinstance(inner, dict) and "label" not in inner else source
+    arms = [a for a, row in summary.items() if any(p in row for p in params)]
+    if not arms:
+        raise ValueError(f"source: no arm predicts any of {list(params)}")
+    if fig is None:
+        fig = plt.figure(figsize=(4.2 * len(params) + 2.5, 0.45 * len(arms) + 3.2))
+    axes = fig.subplots(2, len(params), squeeze=False, sharey=True)
+    y = np.arange(len(arms))[::-1]
+    for col, param in enumerate(params):
+        for row, (key, scale, label) in enumerate(
+            [("epsilon", 100.0, r"$\epsilon$ (%)"), ("r2", 1.0, r"$R^2$")]
+        ):
+            ax = axes[row, col]
+            for yi, arm in zip(y, arms, strict=True):
+                r = summary[arm].get(param)
+                if r is None:
+                    continue
+                mean = scale * r[f"{key}_mean"]
+                lo, hi = (scale * v for v in r[f"{key}_68"])
+                gnn = not summary[arm].get("deterministic", False)
+                colour = "C0" if gnn else "0.45"
+                ax.errorbar(
+                    mean, yi, xerr=[[mean - lo], [hi - mean]], fmt="none", ecolor=colour, lw=1
+                )
+                std = r.get(f"{key}_std")
+                ax.errorbar(
+                    mean,
+                    yi,
+                    xerr=None if std is None else scale * std,
+                    fmt="o",
+                    color=colour,
+                    ecolor=colour,
+                    elinewidth=4,
+                    ms=5,
+                )
+            ax.set_xlabel(f"{label}, {_TEX.get(_canonical(param), param)}")
+            ax.grid(True, axis="x", alpha=0.3)
+            ax.set_yticks(y)
+            ax.set_yticklabels([summary[a].get("label", a) for a in arms])
+    fig.suptitle("information ablation: seed mean, +- seed std (thick), 68 % bootstrap (thin)")
+    fig.set_layout_engine("constrained")
+    return fig
