@@ -36,9 +36,6 @@
 
 # %% tags=["nbval-ignore-output"]
 # Colab: install physml (and what Colab lacks); elsewhere nothing happens.
-import glob
-import os
-import subprocess
 import sys
 
 PHYSML_INSTALL = "physml @ git+https://github.com/physml-course/physml.git@main"
@@ -54,6 +51,10 @@ HELP = """physml could not be installed from {target} (pip's output is above). W
 
 def install_physml():
     """pip-install physml: an uploaded physml-*.whl first, else PHYSML_INSTALL."""
+    import glob
+    import os
+    import subprocess
+
     wheels = sorted(glob.glob("physml-*.whl"))
     target = PHYSML_INSTALL
     if wheels:

@@ -33,9 +33,6 @@
 
 # %% tags=["nbval-ignore-output"]
 # Colab: install physml (and what Colab lacks); elsewhere nothing happens.
-import glob
-import os
-import subprocess
 import sys
 
 PHYSML_INSTALL = "physml @ git+https://github.com/physml-course/physml.git@main"
@@ -51,6 +48,10 @@ HELP = """physml could not be installed from {target} (pip's output is above). W
 
 def install_physml():
     """pip-install physml: an uploaded physml-*.whl first, else PHYSML_INSTALL."""
+    import glob
+    import os
+    import subprocess
+
     wheels = sorted(glob.glob("physml-*.whl"))
     target = PHYSML_INSTALL
     if wheels:

@@ -53,9 +53,6 @@ def setup_cell_source(py_path=None) -> str:
     extras = f"[{extra}]" if extra else ""
     lines = [
         "# Colab: install physml (and what Colab lacks); elsewhere nothing happens.",
-        "import glob",
-        "import os",
-        "import subprocess",
         "import sys",
         "",
         f'PHYSML_INSTALL = "physml{extras} @ {url}"',
@@ -64,6 +61,10 @@ def setup_cell_source(py_path=None) -> str:
         "",
         "def install_physml():",
         '    """pip-install physml: an uploaded physml-*.whl first, else PHYSML_INSTALL."""',
+        "    import glob",
+        "    import os",
+        "    import subprocess",
+        "",
         '    wheels = sorted(glob.glob("physml-*.whl"))',
         "    target = PHYSML_INSTALL",
         "    if wheels:",
