@@ -31,16 +31,44 @@
 # 7. the edge / node / global message-passing network (Algorithm 13.2) with `MetaLayer`;
 # 8. explicit vs implicit inference, and why differentiable simulators matter.
 #
-# Everything here runs on a laptop CPU in well under a minute.
+# Everything here runs on a laptop CPU in well under a minute (the whole notebook, in full
+# mode: 5 seconds on a 2-core CPU); nothing is trained.
 
 # %% tags=["nbval-ignore-output"]
 # Colab: install physml (and what Colab lacks); elsewhere nothing happens.
-import subprocess
 import sys
 
-PHYSML_INSTALL = "git+https://github.com/physml-course/physml.git@main"
+PHYSML_INSTALL = "physml @ git+https://github.com/physml-course/physml.git@main"
+HELP = """physml could not be installed from {target} (pip's output is above). What to do:
+ * The repository is not published there yet, or is private: the instructor sets REPO and
+   BRANCH in tools/nbconfig.py to the published repository and runs
+   `python tools/notebooks.py sync`, which rewrites this cell and the Colab badge.
+ * Or install from a wheel: in a clone of the course repository run
+   `pip wheel . --no-deps -w dist` (or `python -m build`), upload dist/physml-*.whl to this
+   Colab session (Files panel, left), and run this cell again: an uploaded physml wheel
+   is installed first, with the libraries it needs."""
+
+
+def install_physml():
+    """pip-install physml: an uploaded physml-*.whl first, else PHYSML_INSTALL."""
+    import glob
+    import os
+    import subprocess
+
+    wheels = sorted(glob.glob("physml-*.whl"))
+    target = PHYSML_INSTALL
+    if wheels:
+        target = f"physml @ file://{os.path.abspath(wheels[-1])}"
+    run = [sys.executable, "-m", "pip", "install", target]
+    done = subprocess.run(run, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(done.stdout + done.stderr, file=sys.stderr)
+        raise RuntimeError(HELP.format(target=target))
+    print(f"physml installed from {target}")
+
+
 if "google.colab" in sys.modules:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", PHYSML_INSTALL], check=True)
+    install_physml()
 
 # %% [markdown]
 # We use PyTorch, [PyTorch Geometric](https://pytorch-geometric.readthedocs.io) (PyG) for
@@ -562,10 +590,10 @@ print("graph:", torch.allclose(g_new, g_out, atol=1e-5))
 # (W_d\mathbf{h})_n + W_e\,\mathbf{e}_{nm}. $$
 #
 # The products $W_s\mathbf{h}$ and $W_d\mathbf{h}$ are needed once per **node**, not once per
-# edge, and a halo graph has about 18 edges per node. physml's `EdgeModel.message` (used by
-# `GraphLayer` inside `MPGNN`) computes the edge update this way; likewise the mean pool is
-# the sum pool divided by the number of incoming edges. Same numbers, a fraction of the
-# arithmetic:
+# edge, and a halo graph has about 15 edges per node (printed below). physml's
+# `EdgeModel.message` (used by `GraphLayer` inside `MPGNN`) computes the edge update this
+# way; likewise the mean pool is the sum pool divided by the number of incoming edges. Same
+# numbers, a fraction of the arithmetic:
 
 # %%
 w = meta.edge_model.edge_mlp[0].weight  # [hidden, 16 + 16 + 16]
@@ -579,6 +607,7 @@ print("EdgeModel.message:", torch.allclose(e_fast, e_out, atol=1e-5))
 n_edges, n_nodes = batch.num_edges, batch.num_nodes
 flops_cat = n_edges * w.shape[1] * w.shape[0]
 flops_split = (2 * n_nodes * 16 + n_edges * 16) * w.shape[0]
+print(f"{n_edges} edges, {n_nodes} nodes: {n_edges / n_nodes:.1f} edges per node")
 print(f"multiply-adds in the first layer: {flops_cat:,} -> {flops_split:,}")
 
 # %% [markdown]

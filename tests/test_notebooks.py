@@ -5,6 +5,8 @@ current solutions, outputs stored. (Running them is `pytest --nbval`'s job.)"""
 import ast
 import importlib.util
 import re
+import sys
+import types
 from pathlib import Path
 
 import nbformat
@@ -156,17 +158,47 @@ def test_apply_header_inserts_then_replaces(monkeypatch):
     assert "git+https://github.com/someone/fork.git@dev" in second.cells[1].source
 
 
-@pytest.mark.parametrize("with_helper", [False, True])
-def test_setup_cell_is_plain_python_that_does_nothing_outside_colab(with_helper):
-    py = "solutions/04_task2_open_ended.py" if with_helper else "lecture14_gnn/03_x.py"
+@pytest.mark.parametrize("extra", [False, True])
+def test_setup_cell_is_plain_python_that_does_nothing_outside_colab(extra):
+    py = "lecture14_gnn/05_differentiable_simulation.py" if extra else "lecture14_gnn/03_x.py"
     source = nbtool.setup_cell_source(nbtool.ROOT / py)
     ast.parse(source)  # no IPython magics: the .py side stays valid Python
     assert source.startswith(nbtool.SETUP_MARKER)
     assert f"git+https://github.com/{nbtool.REPO}.git@{nbtool.BRANCH}" in source
-    assert ("raw.githubusercontent.com" in source) == with_helper
+    assert "raw.githubusercontent.com" not in source  # nothing but physml is downloaded
     namespace = {}
     exec(compile(source, "setup", "exec"), namespace)  # not in Colab: installs nothing
     assert namespace["PHYSML_INSTALL"].endswith(f"@{nbtool.BRANCH}")
+    assert namespace["PHYSML_INSTALL"].startswith("physml[supplements] @" if extra else "physml @")
+
+
+def test_no_notebook_downloads_solution_code():
+    """Publishing the notebooks must not require publishing the solutions' modules."""
+    for py in NOTEBOOKS:
+        assert "urlretrieve" not in py.read_text(encoding="utf-8"), py.name
+
+
+def test_setup_cell_in_colab_prefers_an_uploaded_wheel_and_explains_a_failure(
+    tmp_path, monkeypatch, capsys
+):
+    """In (a fake) Colab, an uploaded physml-*.whl is installed (with the notebook's extra);
+    when pip fails, its whole output is shown and then what to do. No network: the wheel
+    is broken, pip is told to use no index and to do a dry run."""
+    source = nbtool.setup_cell_source(nbtool.ROOT / "lecture14_gnn/06_neural_physical_engine.py")
+    (tmp_path / "physml-0.0.1-py3-none-any.whl").write_bytes(b"not a zip file")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_DRY_RUN", "1")
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    with pytest.raises(RuntimeError) as err:
+        exec(compile(source, "setup", "exec"), {})
+    message = str(err.value)
+    wheel = f"physml[supplements] @ file://{tmp_path / 'physml-0.0.1-py3-none-any.whl'}"
+    assert message.startswith(f"physml could not be installed from {wheel} (pip's output")
+    assert "tools/nbconfig.py" in message and "python tools/notebooks.py sync" in message
+    assert "pip wheel . --no-deps -w dist" in message and "upload dist/physml-*.whl" in message
+    pip_said = capsys.readouterr().err
+    assert "ERROR" in pip_said  # pip's own message, in full, before the advice
 
 
 def test_execute_runs_a_notebook_with_nbclient_and_tidies_progress_bars(tmp_path):

@@ -18,10 +18,12 @@ from physml import metrics  # noqa: E402
 from physml.catalogs import Catalog, CatalogSet  # noqa: E402
 from physml.graphs import radius_graph  # noqa: E402
 from physml.plotting import (  # noqa: E402
+    MASS_CMAP,
     mass_function,
     plot_calibration,
     plot_graph_3d,
     plot_halos_3d,
+    plot_halos_projected,
     plot_mass_function,
     plot_predictions,
     plot_predictions_grid,
@@ -264,6 +266,29 @@ def test_mass_function_auto_bins_and_empty_bins():
     total = dn.sum() * 25.0**3 * (centres[1] - centres[0])
     np.testing.assert_allclose(total, 200, rtol=1e-3)  # every halo is in a bin
     fig.canvas.draw()
+
+
+def test_halos_projected_share_one_mass_scale_with_a_colour_bar():
+    rng = np.random.default_rng(0)
+    cats = [
+        Catalog(
+            rng.random((n, 3)).astype(np.float32), (10 ** rng.uniform(1, hi, n)).astype(np.float32)
+        )
+        for n, hi in ((30, 2), (50, 4))
+    ]
+    fig = plot_halos_projected(cats, titles=["a", "b"])
+    panels = [ax for ax in fig.axes if ax.get_title() in ("a", "b")]
+    assert len(panels) == 2 and len(fig.axes) == 3  # two panels and the colour bar
+    norms = [ax.collections[0].norm for ax in panels]
+    assert norms[0] is norms[1] and isinstance(norms[0], LogNorm)
+    all_mass = np.concatenate([c.mass for c in cats])
+    assert np.isclose(norms[0].vmin, all_mass.min()) and np.isclose(norms[0].vmax, all_mass.max())
+    assert all(ax.collections[0].get_cmap().name == MASS_CMAP for ax in panels)
+    assert panels[0].get_xlabel() == "x [box]" and panels[0].get_ylabel() == "y [box]"
+    np.testing.assert_allclose(panels[1].collections[0].get_offsets(), cats[1].pos[:, :2])
+    with pytest.raises(ValueError, match="2 for 1 catalogs"):
+        plot_halos_projected(cats[:1], titles=["a", "b"])
+    plt.close("all")
 
 
 def test_information_ablation_points_bars_and_whiskers(tmp_path):

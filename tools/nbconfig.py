@@ -20,8 +20,6 @@ STUDENT_VERSIONS = {
     "solutions/03_task1_invariant_features.py": "lecture14_gnn/03_task1_invariant_features.py",
     "solutions/04_task2_open_ended.py": "lecture14_gnn/04_task2_open_ended.py",
 }
-#: notebook -> modules next to it that it imports (fetched from GitHub in Colab)
-HELPERS = {"solutions/04_task2_open_ended.py": ("task2_models.py",)}
 #: notebook -> the optional extra of pyproject.toml its Colab setup cell installs with
 #: physml (the supplements need libraries that the lecture does not)
 EXTRAS = {

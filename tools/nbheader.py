@@ -30,35 +30,56 @@ def badge(py_path) -> str:
     )
 
 
+#: what the setup cell prints when pip fails, after pip's own output ({target}: what it tried)
+INSTALL_HELP = """physml could not be installed from {target} (pip's output is above). What to do:
+ * The repository is not published there yet, or is private: the instructor sets REPO and
+   BRANCH in tools/nbconfig.py to the published repository and runs
+   `python tools/notebooks.py sync`, which rewrites this cell and the Colab badge.
+ * Or install from a wheel: in a clone of the course repository run
+   `pip wheel . --no-deps -w dist` (or `python -m build`), upload dist/physml-*.whl to this
+   Colab session (Files panel, left), and run this cell again: an uploaded physml wheel
+   is installed first, with the libraries it needs."""
+
+
 def setup_cell_source(py_path=None) -> str:
-    """Source of a notebook's setup cell: in Colab it installs physml from
-    :data:`nbconfig.REPO` at :data:`nbconfig.BRANCH` (with its dependencies, e.g. PyTorch
-    Geometric and Lightning, which Colab lacks, and the notebook's extra from
-    :data:`nbconfig.EXTRAS`) and fetches the helper modules the notebook imports
-    (:data:`nbconfig.HELPERS`); elsewhere it does nothing."""
-    helpers = cfg.HELPERS.get(_rel(py_path), ()) if py_path is not None else ()
+    """Source of a notebook's setup cell. In Colab it installs physml with its
+    dependencies (e.g. PyTorch Geometric and Lightning, which Colab lacks) and the
+    notebook's extra (:data:`nbconfig.EXTRAS`): from a ``physml-*.whl`` uploaded to the
+    session's working directory if there is one, otherwise from :data:`nbconfig.REPO` at
+    :data:`nbconfig.BRANCH`. When pip fails it prints pip's whole output and
+    :data:`INSTALL_HELP` (what to do), then raises. Elsewhere it does nothing."""
     extra = cfg.EXTRAS.get(_rel(py_path)) if py_path is not None else None
-    folder = Path(_rel(py_path)).parent.as_posix() if helpers else ""
+    url = f"git+https://github.com/{cfg.REPO}.git@{cfg.BRANCH}"
+    extras = f"[{extra}]" if extra else ""
     lines = [
         "# Colab: install physml (and what Colab lacks); elsewhere nothing happens.",
-        "import subprocess",
         "import sys",
-    ]
-    if helpers:
-        lines.append("import urllib.request")
-    url = f"git+https://github.com/{cfg.REPO}.git@{cfg.BRANCH}"
-    install = f"physml[{extra}] @ {url}" if extra else url
-    lines += ["", f'PHYSML_INSTALL = "{install}"']
-    if helpers:
-        raw = f"https://raw.githubusercontent.com/{cfg.REPO}/{cfg.BRANCH}/{folder}/"
-        lines.append(f'HELPERS = "{raw}"')
-    lines += [
+        "",
+        f'PHYSML_INSTALL = "physml{extras} @ {url}"',
+        f'HELP = """{INSTALL_HELP}"""',
+        "",
+        "",
+        "def install_physml():",
+        '    """pip-install physml: an uploaded physml-*.whl first, else PHYSML_INSTALL."""',
+        "    import glob",
+        "    import os",
+        "    import subprocess",
+        "",
+        '    wheels = sorted(glob.glob("physml-*.whl"))',
+        "    target = PHYSML_INSTALL",
+        "    if wheels:",
+        f'        target = f"physml{extras} @ file://{{os.path.abspath(wheels[-1])}}"',
+        '    run = [sys.executable, "-m", "pip", "install", target]',
+        "    done = subprocess.run(run, capture_output=True, text=True)",
+        "    if done.returncode != 0:",
+        "        print(done.stdout + done.stderr, file=sys.stderr)",
+        "        raise RuntimeError(HELP.format(target=target))",
+        '    print(f"physml installed from {target}")',
+        "",
+        "",
         'if "google.colab" in sys.modules:',
-        '    subprocess.run([sys.executable, "-m", "pip", "install", "-q", PHYSML_INSTALL], '
-        "check=True)",
+        "    install_physml()",
     ]
-    for name in helpers:
-        lines.append(f'    urllib.request.urlretrieve(HELPERS + "{name}", "{name}")')
     return "\n".join(lines)
 
 

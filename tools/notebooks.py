@@ -45,7 +45,6 @@ import nbconfig  # noqa: E402
 from nbconfig import (  # noqa: E402, F401
     BRANCH,
     EXTRAS,
-    HELPERS,
     IGNORE_OUTPUT_TAG,
     KERNELSPEC,
     NOTEBOOK_DIRS,

@@ -33,7 +33,15 @@ from .graphdata import (
 from .metrics import summary
 from .models import EMBEDDINGS
 from .plotting import plot_predictions_grid
-from .settings import BATCH_SIZE, LECTURE_LR, LECTURE_SIZES, MASS_CUT, R_LINK, TARGETS
+from .settings import (
+    BATCH_SIZE,
+    LECTURE_LR,
+    LECTURE_SIZES,
+    MASS_CUT,
+    R_LINK,
+    TARGETS,
+    Y_COLUMNS,
+)
 from .training import GNNRegressor, load_model, make_trainer, predict, run_directory
 
 #: the lecture model: the sizes the source notebook trained with (it reloaded with others),
@@ -42,6 +50,9 @@ from .training import GNNRegressor, load_model, make_trainer, predict, run_direc
 LECTURE_HPARAMS = dict(r_link=R_LINK, **LECTURE_SIZES, lr=LECTURE_LR)
 DEFAULT_EPOCHS = 50
 FAST_EPOCHS = 2
+#: the parts of the split a trained model may be scored on: ``"val"`` while choosing a model,
+#: ``"test"`` once, for the final result
+EVALUATION_SPLITS = {"val": "validation", "test": "test"}
 
 
 def _check_choice(name: str, value: str, accepted) -> None:
@@ -71,18 +82,22 @@ def train(
     progress: bool = True,
     cache_dir=None,
     overwrite: bool = True,
+    evaluate_on: str = "test",
     average: str = "none",
     **hparams,
 ) -> dict:
     """Train the lecture GNN on the fixed split and evaluate the best checkpoint on the
-    test split.
+    test split (``evaluate_on="test"``, a final result) or on the validation split
+    (``evaluate_on="val"``: for choosing between models, which must not look at the test
+    split; the test split's graphs are then never read).
 
-    Writes ``out/best.ckpt``, ``out/metrics.json`` (test metrics), ``out/predictions.png``
+    Writes ``out/best.ckpt``, ``out/metrics.json`` (metrics of the ``evaluate_on`` split),
+    ``out/predictions.png``
     and TensorBoard logs under ``out/tb``. Defaults: the bundled LH set, the shared split,
     :data:`LECTURE_HPARAMS`, :data:`DEFAULT_EPOCHS` epochs (:data:`FAST_EPOCHS` and a
     small subset in fast mode). Returns ``{"metrics", "checkpoint", "seconds",
-    "epochs_run", "mean", "std", "true"}`` (the last three: test-split predictions, numpy
-    ``[n_test, T]``).
+    "epochs_run", "split", "mean", "std", "true"}`` (``split``: the part the metrics are
+    of; the last three: that part's predictions, numpy ``[n, T]``).
 
     ``average="ema"`` validates and keeps an exponential moving average of the weights
     (:class:`~physml.training.WeightAverage`), an opt-in that the information benchmark
@@ -95,6 +110,7 @@ def train(
     """
     _check_choice("embedding", embedding, EMBEDDINGS)
     _check_choice("target", target, TARGETS)
+    _check_choice("evaluate_on", evaluate_on, EVALUATION_SPLITS)
     fast = fast_mode() if fast is None else fast
     cset = load_bundled("lh") if cset is None else cset
     split = split_indices(len(cset), fast=fast) if split is None else split
@@ -107,8 +123,9 @@ def train(
         trainer = make_trainer(
             epochs, out, fast=fast, progress=progress, seed=seed, average=average
         )
+        parts = {p: split[p] for p in ("train", "val", evaluate_on)}  # no test in selection
         loaders, norm = make_loaders(
-            cset, split, hp["r_link"], mass_cut, augment=augment, seed=seed, cache_dir=cache_dir
+            cset, parts, hp["r_link"], mass_cut, augment=augment, seed=seed, cache_dir=cache_dir
         )
         model = GNNRegressor(
             embedding=embedding,
@@ -122,15 +139,17 @@ def train(
         trainer.fit(model, loaders["train"], loaders["val"])
         seconds = time.perf_counter() - t
         best = load_model(trainer.checkpoint_callback.best_model_path)
-        mean, std, true = predict(best, loaders["test"])
+        mean, std, true = predict(best, loaders[evaluate_on])
         names = best.target_names
         metrics = summary(mean, std, true, names)
-        _write_outputs(out, metrics, mean, std, true, names, f"{embedding} GNN, test split")
+        title = f"{embedding} GNN, {EVALUATION_SPLITS[evaluate_on]} split"
+        _write_outputs(out, metrics, mean, std, true, names, title)
     return {
         "metrics": metrics,
         "checkpoint": str(out / "best.ckpt"),
         "seconds": seconds,
         "epochs_run": trainer.current_epoch,
+        "split": evaluate_on,
         "mean": mean,
         "std": std,
         "true": true,
@@ -144,6 +163,7 @@ def fit_model(
     augment: bool = False,
     seed: int = 0,
     fast: bool | None = None,
+    progress: bool = False,
     **regressor_args,
 ) -> GNNRegressor:
     """Train any network with the lecture's recipe on the fixed split of the bundled set;
@@ -162,6 +182,7 @@ def fit_model(
         augment: random cube symmetries and translations of the training catalogs.
         seed: seeds the weights and the order of the training catalogs.
         fast: fast mode (default: ``PHYSML_FAST``).
+        progress: show Lightning's progress bar and model summary.
         **regressor_args: :class:`GNNRegressor` options that differ from the lecture's,
             e.g. ``lr=3e-4, weight_decay=1e-4``.
     """
@@ -169,8 +190,10 @@ def fit_model(
     epochs = epochs or (FAST_EPOCHS if fast else DEFAULT_EPOCHS)
     cset = load_bundled("lh")
     with run_directory(out):
-        trainer = make_trainer(epochs, out, fast=fast, progress=False, seed=seed)
-        loaders, norm = make_loaders(cset, split_indices(len(cset), fast=fast), augment=augment)
+        trainer = make_trainer(epochs, out, fast=fast, progress=progress, seed=seed)
+        split = split_indices(len(cset), fast=fast)
+        parts = {p: split[p] for p in ("train", "val")}  # selection never reads the test split
+        loaders, norm = make_loaders(cset, parts, augment=augment)
         regressor = GNNRegressor(feature_norm=norm, **{**LECTURE_HPARAMS, **regressor_args})
         regressor.model = build()  # replaces the lecture network
         trainer.fit(regressor, loaders["train"], loaders["val"])
@@ -248,27 +271,36 @@ def baseline(
     return res["metrics"]
 
 
-def evaluate_on_test_split(
+def evaluate_on_split(
     model,
+    part: str = "val",
     cset: CatalogSet | None = None,
     split: dict | None = None,
     r_link: float = R_LINK,
     fast: bool | None = None,
-    names=("sigma_8",),
+    names=Y_COLUMNS,
 ) -> dict:
-    """Metrics of any model on the fixed test split.
+    """Metrics of any model on one part of the fixed split: ``"val"`` to compare models
+    while choosing one, ``"test"`` once, for the final result.
 
     ``model(batch)`` must return ``(mean, std)``, each ``[B, T]``, for the first ``T``
     targets of ``y`` = (sigma_8, Omega_m) (a :class:`GNNRegressor`, an
-    :class:`~physml.models.MPGNN` or a student's own module). The data are the
-    standardised graphs of :func:`make_loaders` (radius ``r_link`` box units).
+    :class:`~physml.models.MPGNN` or a student's own module), named by the first ``T`` of
+    ``names``. The data are the standardised graphs of :func:`make_loaders` (radius
+    ``r_link`` box units); only the graphs of ``part`` are read.
     """
+    _check_choice("part", part, EVALUATION_SPLITS)
     fast = fast_mode() if fast is None else fast
     cset = load_bundled("lh") if cset is None else cset
     split = split_indices(len(cset), fast=fast) if split is None else split
-    loaders, _ = make_loaders(cset, split, r_link)
-    mean, std, true = predict_any(model, loaders["test"])
+    loaders, _ = make_loaders(cset, {"train": split["train"], part: split[part]}, r_link)
+    mean, std, true = predict_any(model, loaders[part])
     return summary(mean, std, true, list(names)[: mean.shape[1]])
+
+
+def evaluate_on_test_split(model, **kwargs) -> dict:
+    """:func:`evaluate_on_split` on the test split: the final score, once per model."""
+    return evaluate_on_split(model, "test", **kwargs)
 
 
 def predict_any(model, loader):
@@ -323,52 +355,77 @@ def reference_recipe(name: str, fast: bool | None = None, cset: CatalogSet | Non
         "data": catalog_digest(cset),
         "split": {k: v.tolist() for k, v in split_indices(len(cset), fast=fast).items()},
     }
-    if name == "lecture":
+    if name in REFERENCE_EMBEDDINGS:
         recipe.update(
             hparams=dict(LECTURE_HPARAMS),
             epochs=FAST_EPOCHS if fast else DEFAULT_EPOCHS,
             batch_size=BATCH_SIZE,
-            embedding="invariant",
+            embedding=REFERENCE_EMBEDDINGS[name],
             seed=0,
         )
     return recipe
 
 
+#: reference networks: the lecture model (invariant edge features) and the same network
+#: with the source notebook's Cartesian edge features (notebook 02's model, Task 1's
+#: comparison), both trained with :func:`train`'s defaults
+REFERENCE_EMBEDDINGS = {"lecture": "invariant", "cartesian": "cartesian"}
 #: names accepted by :func:`reference_metrics`
-REFERENCES = ("lecture", "baseline")
+REFERENCES = (*REFERENCE_EMBEDDINGS, "baseline")
 
 
-def reference_metrics(name: str, out=None, fast: bool | None = None, progress: bool = False):
-    """Test metrics of the lecture model (``name="lecture"``, invariant embedding, trained
-    with :data:`LECTURE_HPARAMS`) or of the baseline (``"baseline"``), computed once and
-    then reused.
+def reference_metrics(
+    name: str, out=None, fast: bool | None = None, progress: bool = False, part: str = "test"
+):
+    """Metrics of the lecture model (``name="lecture"``, invariant embedding, trained with
+    :data:`LECTURE_HPARAMS`), of the same network with Cartesian edge features
+    (``"cartesian"``) or of the baseline (``"baseline"``), computed once and then reused:
+    on the test split (``part="test"``, the final comparison) or on the validation split
+    (``part="val"``, the yardstick while choosing a model). With ``progress`` a network that
+    has to be trained says so first and shows Lightning's progress bar.
 
-    The result is stored in ``out/reference.json`` together with its
+    The result (both parts) is stored in ``out/reference.json`` together with its
     :func:`reference_recipe`; a later call reads it back only when the recipe is the same
     (same mode, hyperparameters, data, split and physml version), and otherwise trains (or
     fits) again. ``out`` defaults to a folder of the physml cache
     (``~/.cache/physml/reference/NAME-HASH``), shared by every notebook, so the lecture model
     is trained once per machine rather than once per notebook.
     """
+    _check_choice("part", part, EVALUATION_SPLITS)
     fast = fast_mode() if fast is None else fast
     cset = load_bundled("lh")
     recipe = reference_recipe(name, fast, cset)
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
     out = Path(out) if out is not None else DEFAULT_CACHE / "reference" / f"{name}-{key}"
     path = out / "reference.json"
+    stored_key = {"test": "metrics", "val": "val_metrics"}[part]
     if path.exists():
         try:
             stored = json.loads(path.read_text())
-            if stored.get("recipe") == recipe:
-                return stored["metrics"]
+            if stored.get("recipe") == recipe and stored_key in stored:
+                return stored[stored_key]
         except (ValueError, AttributeError, KeyError):
             pass  # unreadable or foreign: compute again
-    if name == "lecture":
-        metrics = train(out, fast=fast, progress=progress, cset=cset)["metrics"]
+    split = split_indices(len(cset), fast=fast)
+    if name in REFERENCE_EMBEDDINGS:
+        if progress:
+            print(
+                f"reference {name!r}: no stored result for this data, mode and physml version, "
+                f"so it is trained now ({recipe['epochs']} epochs at most) and stored in "
+                "physml's cache folder for the next time",
+                flush=True,
+            )
+        embedding = REFERENCE_EMBEDDINGS[name]
+        run = train(out, embedding=embedding, fast=fast, progress=progress, cset=cset)
+        metrics = run["metrics"]
+        best = load_model(run["checkpoint"])
+        val_metrics = evaluate_on_split(best, "val", cset, split, names=best.target_names)
     else:
         metrics = baseline(out, fast=fast, cset=cset)
+        val_split = {"train": split["train"], "test": split["val"]}  # scored on "test"
+        val_metrics = run_baseline(cset, val_split)["metrics"]
     out.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"recipe": recipe, "metrics": metrics}))
+    tmp.write_text(json.dumps({"recipe": recipe, "metrics": metrics, "val_metrics": val_metrics}))
     tmp.replace(path)
-    return metrics
+    return metrics if part == "test" else val_metrics

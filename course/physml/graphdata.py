@@ -315,6 +315,24 @@ class HaloDataset(PygDataset):
         return self.graphs[idx]
 
 
+def cube_symmetry(data: Data, perm, sign, shift=None) -> Data:
+    """A copy of ``data`` (one graph or a batch) under a symmetry of the periodic unit box:
+    new axis ``k`` is old axis ``perm[k]`` times ``sign[k]`` (one of the cube's 48 rotations
+    and reflections), then a translation by ``shift`` ``[3]`` (box units) with wrap-around.
+    ``vel`` (km/s) turns with ``pos``; ``edge_index`` and the node order are unchanged."""
+    perm = torch.as_tensor(perm, device=data.pos.device)
+    sign = torch.as_tensor(sign, dtype=data.pos.dtype, device=data.pos.device)
+    data = data.clone()
+    pos = data.pos[:, perm] * sign
+    if shift is not None:
+        pos = pos + torch.as_tensor(shift, dtype=pos.dtype, device=pos.device)
+    data.pos = torch.remainder(pos, 1.0)
+    data.pos[data.pos >= 1.0] = 0.0
+    if getattr(data, "vel", None) is not None:
+        data.vel = data.vel[:, perm] * sign.to(data.vel.dtype)
+    return data
+
+
 class RandomCubeSymmetry(BaseTransform):
     """Random symmetry of the periodic unit box: one of the cube's 48 rotations and
     reflections (axis permutation and sign flips) and a random periodic translation.
@@ -329,17 +347,10 @@ class RandomCubeSymmetry(BaseTransform):
         self.translate = translate
 
     def forward(self, data: Data) -> Data:
-        data = data.clone()
         perm = torch.randperm(3, generator=self.gen)
         sign = torch.randint(0, 2, (3,), generator=self.gen) * 2 - 1
-        pos = data.pos[:, perm] * sign
-        if self.translate:
-            pos = pos + torch.rand(3, generator=self.gen)
-        data.pos = torch.remainder(pos, 1.0)
-        data.pos[data.pos >= 1.0] = 0.0
-        if getattr(data, "vel", None) is not None:
-            data.vel = data.vel[:, perm] * sign
-        return data
+        shift = torch.rand(3, generator=self.gen) if self.translate else None
+        return cube_symmetry(data, perm, sign, shift)
 
 
 def make_loaders(

@@ -27,10 +27,12 @@ from .cosmology import PRIOR_RANGES
 __all__ = [
     "ABLATION_FILE",
     "PRIOR_RANGES",
+    "MASS_CMAP",
     "mass_function",
     "plot_calibration",
     "plot_graph_3d",
     "plot_halos_3d",
+    "plot_halos_projected",
     "plot_information_ablation",
     "plot_mass_function",
     "plot_predictions",
@@ -90,6 +92,10 @@ def _dark_3d_axes(ax=None, title: str | None = None, figsize=(10, 6)):
     return ax
 
 
+#: colour map of halo masses in every halo plot (with a logarithmic norm)
+MASS_CMAP = "inferno"
+
+
 def _mass_norm(mass: np.ndarray) -> LogNorm:
     if len(mass) == 0:
         return LogNorm(1.0, 10.0)
@@ -109,7 +115,7 @@ def _halos_3d(catalog: Catalog, ax, title, size_scale: float, alpha: float):
         pos[:, 1],
         pos[:, 2],
         c=mass,
-        cmap="inferno",
+        cmap=MASS_CMAP,
         norm=_mass_norm(mass),
         s=size_scale * np.cbrt(mass),
         alpha=alpha,
@@ -139,6 +145,53 @@ def plot_halos_3d(
         title: axes title.
     """
     return _halos_3d(catalog, ax, title, size_scale, alpha).figure
+
+
+def plot_halos_projected(
+    catalogs: Sequence[Catalog],
+    titles: Sequence[str] | None = None,
+    size_scale: float = 4.0,
+    panel_size: float = 3.2,
+) -> Figure:
+    r"""Several catalogs side by side, each projected along z: one panel per catalog,
+    x and y in box units, colour = mass on one logarithmic scale for all panels
+    (:data:`MASS_CMAP`, the colour map of :func:`plot_halos_3d`) with one colour bar, marker
+    area ``size_scale * mass**(1/3)``.
+
+    Args:
+        catalogs: ``pos`` ``[N, 3]`` box units, ``mass`` ``[N]`` 1e10 Msun/h each.
+        titles: one per panel, or ``None``.
+        size_scale: marker area per (1e10 Msun/h)^(1/3).
+        panel_size: inches per panel.
+    """
+    catalogs = list(catalogs)
+    if not catalogs:
+        raise ValueError("catalogs: expected at least one catalog")
+    titles = list(titles) if titles is not None else [None] * len(catalogs)
+    if len(titles) != len(catalogs):
+        raise ValueError(f"titles: {len(titles)} for {len(catalogs)} catalogs")
+    norm = _mass_norm(np.concatenate([np.asarray(c.mass, np.float64) for c in catalogs]))
+    fig, axes = plt.subplots(
+        1,
+        len(catalogs),
+        figsize=(panel_size * len(catalogs) + 0.8, panel_size + 0.5),
+        layout="constrained",
+        squeeze=False,
+    )
+    for ax, c, title in zip(axes[0], catalogs, titles, strict=True):
+        mass = np.asarray(c.mass, dtype=np.float64)
+        sc = ax.scatter(
+            c.pos[:, 0],
+            c.pos[:, 1],
+            s=size_scale * np.cbrt(mass),
+            c=mass,
+            cmap=MASS_CMAP,
+            norm=norm,
+        )
+        ax.set(xlim=(0, 1), ylim=(0, 1), aspect="equal", xlabel="x [box]", title=title)
+    axes[0, 0].set_ylabel("y [box]")
+    fig.colorbar(sc, ax=axes[0, -1], label=r"halo mass [$10^{10}\,M_\odot/h$]")
+    return fig
 
 
 def undirected_edges(edge_index) -> np.ndarray:
