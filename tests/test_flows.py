@@ -95,3 +95,12 @@ def test_bad_inputs():
         cflow.log_prob(torch.zeros(1, 4, 4, 4))
     with pytest.raises(ValueError, match="even"):
         flows.FourierFlow(5, grf.GRF_BOX)
+
+
+def test_log_theta_to_unit_maps_the_prior_box_in_log():
+    theta = torch.tensor(
+        [[0.1, 0.6], [0.5, 1.0], [(0.1 * 0.5) ** 0.5, (0.6 * 1.0) ** 0.5]], dtype=torch.float64
+    )
+    u = flows.log_theta_to_unit(theta)
+    expected = torch.tensor([[-1.0, -1.0], [1.0, 1.0], [0.0, 0.0]], dtype=torch.float64)
+    assert torch.allclose(u, expected, atol=1e-12)

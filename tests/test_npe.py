@@ -72,3 +72,26 @@ def test_graph_embedding_shape():
         graphs.append(Data(pos=pos, x=torch.randn(n, 1), edge_index=ei, u=torch.zeros(1, 1)))
     emb = npe.GraphEmbedding(context=7)
     assert emb(Batch.from_data_list(graphs)).shape == (2, 7)
+
+
+def test_tarp_noise_matches_independent_test_sets():
+    # the "calibrated" draws of tarp_noise should scatter like the TARP deviation of exact
+    # posteriors on independent test sets of the same size (brute force)
+    n_sims, n_samples = 100, 200
+    brute = [
+        npe.tarp_deviation(*_conjugate(n_sims, n_samples, seed=s), seed=s) for s in range(100, 300)
+    ]
+    samples, theta = _conjugate(n_sims, n_samples, seed=1)
+    boot, calibrated = npe.tarp_noise(samples, theta, n_draws=200, seed=0)
+    assert abs(np.median(calibrated) / np.median(brute) - 1) < 0.15
+    assert abs(np.quantile(calibrated, 0.9) / np.quantile(brute, 0.9) - 1) < 0.2
+    # for a miscalibrated posterior the bootstrap spread is that of independent test sets,
+    # and the calibrated draws still show the noise floor, well below the deviation
+    narrow = [
+        npe.tarp_deviation(*_conjugate(n_sims, n_samples, 0.5, seed=s), seed=s)
+        for s in range(100, 300)
+    ]
+    samples, theta = _conjugate(n_sims, n_samples, 0.5, seed=1)
+    boot, calibrated = npe.tarp_noise(samples, theta, n_draws=200, seed=0)
+    assert 0.6 < np.std(boot) / np.std(narrow) < 1.6
+    assert np.median(calibrated) < 0.5 * np.median(narrow)

@@ -228,10 +228,21 @@ def theta_to_unit(theta: Tensor) -> Tensor:
     return 2 * (theta - lo) / (hi - lo) - 1
 
 
+def log_theta_to_unit(theta: Tensor) -> Tensor:
+    """(Omega_m, sigma_8) ``[B, 2]`` -> log theta scaled to [-1, 1]^2 over the CAMELS prior
+    box (the input of the conditional flow's network: P(k) varies smoothly with log theta)."""
+    lo = torch.tensor([PRIOR_RANGES[k][0] for k in THETA_NAMES], dtype=theta.dtype)
+    hi = torch.tensor([PRIOR_RANGES[k][1] for k in THETA_NAMES], dtype=theta.dtype)
+    lo, hi = torch.log(lo.to(theta.device)), torch.log(hi.to(theta.device))
+    return 2 * (torch.log(theta) - lo) / (hi - lo) - 1
+
+
 class ConditionalFourierFlow(FourierFlow):
     """:class:`FourierFlow` whose spline values depend on theta = (Omega_m, sigma_8):
-    params(theta) = base + MLP(theta scaled to [-1, 1]^2); the MLP's last layer starts at
-    zero. Same arguments as :class:`FourierFlow` plus ``hidden`` (MLP width)."""
+    params(theta) = base + MLP(log theta scaled to [-1, 1]^2, :func:`log_theta_to_unit`);
+    the MLP's last layer starts at zero. Same arguments as :class:`FourierFlow` plus
+    ``hidden`` (MLP width). The log input halves the error of the learned posterior widths
+    against a linear input (measured on 8^3 fields, notebook 07's setting otherwise)."""
 
     def __init__(self, *args, hidden: int = 64, **kwargs):
         super().__init__(*args, **kwargs)
@@ -250,7 +261,7 @@ class ConditionalFourierFlow(FourierFlow):
     def layer_params(self, batch: int, theta: Tensor | None = None) -> Tensor:
         if theta is None or theta.dim() != 2 or theta.shape[-1] != 2:
             raise ValueError("theta: expected [B, 2] = (Omega_m, sigma_8)")
-        d = self.net(theta_to_unit(theta.to(self.base)))
+        d = self.net(log_theta_to_unit(theta.to(self.base)))
         d = d.view(-1, self.n_layers, self.params_per_layer)
         return (self.base + d).expand(batch, -1, -1)
 

@@ -215,6 +215,46 @@ def tarp_coverage(samples: np.ndarray, theta: np.ndarray, seed: int = 0):
     return alpha, ecp
 
 
+def tarp_deviation(samples: np.ndarray, theta: np.ndarray, seed: int = 0) -> float:
+    """Largest distance of the TARP curve from the diagonal, max |ecp - alpha|, of
+    :func:`tarp_coverage`. samples ``[S, n, 2]``, theta ``[n, 2]``."""
+    alpha, ecp = tarp_coverage(samples, theta, seed=seed)
+    return float(np.abs(ecp - alpha).max())
+
+
+def tarp_noise(
+    samples: np.ndarray, theta: np.ndarray, n_draws: int = 200, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """How much :func:`tarp_deviation` scatters at this number of test items, two ways.
+
+    * bootstrap ``[n_draws]``: the deviation for the test items resampled with
+      replacement (fresh reference points each draw): the uncertainty of the measured
+      deviation;
+    * calibrated ``[n_draws]``: the deviation when each item's truth is replaced by one of
+      its own posterior samples (taken out of the samples), so that the posteriors are
+      calibrated by construction: what a perfect posterior would show with this many items.
+
+    samples ``[S, n, 2]``, theta ``[n, 2]``, S >= 2.
+    """
+    n_samples, n_items = samples.shape[:2]
+    if n_samples < 2 or theta.shape != (n_items, 2):
+        raise ValueError(
+            f"samples [S >= 2, n, 2] and theta [n, 2]: got {samples.shape}, {theta.shape}"
+        )
+    rng = np.random.default_rng(seed)
+    items = np.arange(n_items)
+    boot, calibrated = np.empty(n_draws), np.empty(n_draws)
+    for d in range(n_draws):
+        idx = rng.integers(0, n_items, n_items)
+        boot[d] = tarp_deviation(samples[:, idx], theta[idx], seed=seed + 1 + d)
+        j = rng.integers(0, n_samples, n_items)
+        fake = samples[j, items]
+        rest = samples.copy()
+        rest[j, items] = samples[-1, items]  # the drawn sample leaves, the last one fills in
+        calibrated[d] = tarp_deviation(rest[:-1], fake, seed=seed + 1 + d)
+    return boot, calibrated
+
+
 def sbc_ranks(samples: np.ndarray, theta: np.ndarray) -> np.ndarray:
     """Rank of each true value among its posterior samples, per parameter: ``[n, 2]``
     integers in [0, S]; uniform for a calibrated posterior (simulation-based calibration)."""
