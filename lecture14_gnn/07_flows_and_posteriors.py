@@ -43,12 +43,39 @@
 
 # %% tags=["nbval-ignore-output"]
 # Colab: install physml (and what Colab lacks); elsewhere nothing happens.
-import subprocess
 import sys
 
 PHYSML_INSTALL = "physml[supplements] @ git+https://github.com/physml-course/physml.git@main"
+HELP = """physml could not be installed from {target} (pip's output is above). What to do:
+ * The repository is not published there yet, or is private: the instructor sets REPO and
+   BRANCH in tools/nbconfig.py to the published repository and runs
+   `python tools/notebooks.py sync`, which rewrites this cell and the Colab badge.
+ * Or install from a wheel: in a clone of the course repository run
+   `pip wheel . --no-deps -w dist` (or `python -m build`), upload dist/physml-*.whl to this
+   Colab session (Files panel, left), and run this cell again: an uploaded physml wheel
+   is installed first, with the libraries it needs."""
+
+
+def install_physml():
+    """pip-install physml: an uploaded physml-*.whl first, else PHYSML_INSTALL."""
+    import glob
+    import os
+    import subprocess
+
+    wheels = sorted(glob.glob("physml-*.whl"))
+    target = PHYSML_INSTALL
+    if wheels:
+        target = f"physml[supplements] @ file://{os.path.abspath(wheels[-1])}"
+    run = [sys.executable, "-m", "pip", "install", target]
+    done = subprocess.run(run, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(done.stdout + done.stderr, file=sys.stderr)
+        raise RuntimeError(HELP.format(target=target))
+    print(f"physml installed from {target}")
+
+
 if "google.colab" in sys.modules:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", PHYSML_INSTALL], check=True)
+    install_physml()
 
 # %% tags=["nbval-ignore-output"]
 import logging
