@@ -882,7 +882,7 @@ plt.show()
 # halos of $10^{10}$ to $10^{11}\,M_\odot/h$ are resolved) or a bigger volume. Or information the
 # positions and masses do not carry: the halo **velocities**, which respond to the growth of
 # structure and so to $\sigma_8$ directly. The Task 2 solutions use them: the E(n)-equivariant GNN
-# with velocities reaches a mean of 7.2 % over five runs, the only model in this course that beats
+# with velocities reaches a mean of 7.1 % over six runs, the only model in this course that beats
 # the baseline on average. In Task 2, a target well below 7 % from positions and masses alone is not
 # realistic on these catalogs; beating the baseline with velocities is.
 #
