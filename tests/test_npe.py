@@ -45,18 +45,51 @@ def test_unit_scaling_round_trip_and_log_prob_jacobian():
     u = theta_to_unit(theta)
     assert torch.allclose(u[0], torch.tensor([-1.0, -1.0])) and torch.allclose(u[1], torch.ones(2))
     assert torch.allclose(npe.unit_to_theta(u), theta, atol=1e-6)
-    # the density in theta integrates to the flow's mass inside the prior box (Jacobian)
+    # the density in theta integrates to 1 over the prior box (both Jacobians; midpoint rule)
     torch.manual_seed(0)
     model = npe.NPE(npe.SummaryEmbedding(3, context=4), context=4, transforms=1, hidden=8)
     feats = torch.zeros(1, 3)
-    g = torch.linspace(-6, 6, 301)
-    om = 0.3 + 0.2 * g
-    s8 = 0.8 + 0.2 * g
-    grid = torch.stack(torch.meshgrid(om, s8, indexing="ij"), -1).reshape(-1, 2)
+    grid, cell = _box_midpoints(400)
     with torch.no_grad():
         lp = model.log_prob([feats.expand(len(grid), -1), grid])
-    mass = float(torch.exp(lp).sum() * (om[1] - om[0]) * (s8[1] - s8[0]))
-    assert abs(mass - 1.0) < 0.02
+    assert abs(float(torch.exp(lp).sum()) * cell - 1.0) < 0.01
+
+
+def _box_midpoints(n: int):
+    """Midpoints of an n x n grid over the prior box ``[n*n, 2]`` and the cell area."""
+    lo, hi = npe._LO, npe._HI
+    edges = [torch.linspace(float(lo[i]), float(hi[i]), n + 1) for i in range(2)]
+    mids = [(e[1:] + e[:-1]) / 2 for e in edges]
+    grid = torch.stack(torch.meshgrid(*mids, indexing="ij"), -1).reshape(-1, 2)
+    return grid, float((hi - lo).prod()) / n**2
+
+
+def test_posterior_has_the_prior_support():
+    """q(theta | x) is a density on the prior box: samples never leave it, log q is -inf
+    outside, and the change of variables u -> atanh(u) is accounted for (the density of
+    a sample set matches a histogram of the samples)."""
+    torch.manual_seed(1)
+    model = npe.NPE(npe.SummaryEmbedding(3, context=4), context=4, transforms=1, hidden=8)
+    feats = torch.randn(1, 3)
+    loader = [[feats, torch.tensor([[0.3, 0.8]])]]
+    samples, _ = model.sample(loader, n_samples=20000)
+    lo, hi = npe._LO.double().numpy(), npe._HI.double().numpy()
+    assert (samples > lo).all() and (samples < hi).all()
+    outside = torch.tensor([[0.05, 0.8], [0.3, 1.05], [0.6, 0.5]])
+    with torch.no_grad():
+        assert torch.isneginf(model.log_prob([feats.expand(3, -1), outside])).all()
+    # the probability of each of 4 x 4 boxes: sample fraction against the integrated density
+    n_sub = 100
+    grid, cell = _box_midpoints(4 * n_sub)
+    with torch.no_grad():
+        dens = torch.exp(model.log_prob([feats.expand(len(grid), -1), grid]))
+    prob = dens.reshape(4, n_sub, 4, n_sub).sum((1, 3)).double().numpy() * cell
+    h, _, _ = np.histogram2d(
+        samples[:, 0, 0], samples[:, 0, 1], bins=4, range=[[lo[0], hi[0]], [lo[1], hi[1]]]
+    )
+    frac = h / h.sum()
+    err = np.sqrt(prob * (1 - prob) / h.sum())  # binomial standard error
+    assert np.all(np.abs(frac - prob) < 5 * err + 1e-3)
 
 
 def test_graph_embedding_shape():

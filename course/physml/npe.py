@@ -35,6 +35,8 @@ from .training import make_trainer
 
 _LO = torch.tensor([PRIOR_RANGES[k][0] for k in THETA_NAMES], dtype=torch.float32)
 _HI = torch.tensor([PRIOR_RANGES[k][1] for k in THETA_NAMES], dtype=torch.float32)
+#: how close to the prior's edge (in units of the half width) a training theta is taken
+_EDGE = 1e-6
 
 
 def unit_to_theta(u: Tensor) -> Tensor:
@@ -80,8 +82,13 @@ def _inputs_and_theta(batch) -> tuple[object, Tensor]:
 
 
 class NPE(pl.LightningModule):
-    """q(theta | embedding(x)): a ``zuko`` neural spline flow over theta scaled to
-    [-1, 1]^2, its context from ``embedding``; trained with AdamW on -log q.
+    """q(theta | embedding(x)): a ``zuko`` neural spline flow, its context from
+    ``embedding``; trained with AdamW on -log q.
+
+    The flow acts on v = atanh(u), u = theta scaled to [-1, 1]^2 (the prior box), so
+    that q has the prior's support: no posterior mass leaks outside the box (an
+    unbounded flow over u put mass below Omega_m = 0.1), and log q(theta) carries the
+    Jacobians of both maps; it is -inf outside the box.
 
     Args:
         embedding: :class:`GraphEmbedding` or :class:`SummaryEmbedding`.
@@ -107,10 +114,15 @@ class NPE(pl.LightningModule):
         self.log_jac = float(torch.log(2 / (_HI - _LO)).sum())
 
     def log_prob(self, batch) -> Tensor:
-        """log q(theta_true | x) ``[B]`` in nats per unit of (Omega_m, sigma_8)."""
+        """log q(theta_true | x) ``[B]`` in nats per unit of (Omega_m, sigma_8); -inf
+        outside the prior box."""
         x, theta = _inputs_and_theta(batch)
         u = theta_to_unit(theta.float())
-        return self.flow(self.embedding(x)).log_prob(u) + self.log_jac
+        inside = (u.abs() < 1).all(-1)
+        u = u.clamp(-1 + _EDGE, 1 - _EDGE)
+        # log |dv / du| = -sum log(1 - u^2) for v = atanh(u)
+        lp = self.flow(self.embedding(x)).log_prob(torch.atanh(u)) - torch.log1p(-u * u).sum(-1)
+        return torch.where(inside, lp + self.log_jac, torch.full_like(lp, -torch.inf))
 
     def _step(self, batch, stage: str) -> Tensor:
         loss = -self.log_prob(batch).mean()
@@ -145,8 +157,8 @@ class NPE(pl.LightningModule):
                 else [b.to(self.device) for b in batch]
             )
             x, theta = _inputs_and_theta(batch)
-            u = self.flow(self.embedding(x)).sample((n_samples,))
-            out.append(unit_to_theta(u).cpu())
+            v = self.flow(self.embedding(x)).sample((n_samples,))
+            out.append(unit_to_theta(torch.tanh(v)).cpu())
             true.append(theta.cpu())
         return torch.cat(out, 1).double().numpy(), torch.cat(true).double().numpy()
 
