@@ -23,7 +23,7 @@ there also writes its summary, without the predictions, to
 already in ``--out`` (same mode and epochs) are kept and only the missing ones trained,
 so the benchmark can be run in parts (e.g. ``--arms gnn,gnn_ema`` then the rest).
 
-    python benchmarks/bench_information.py                      # ~30 min on a 2-core CPU
+    python benchmarks/bench_information.py                      # ~37 min on a 2-core CPU
     python benchmarks/bench_information.py --arms summary,gnn --seeds 0,1,2
     python benchmarks/bench_information.py --print              # the table from --out
     python benchmarks/bench_information.py --print --markdown   # as in the README
@@ -61,6 +61,7 @@ ARMS = {
     "gnn_both": ("lecture GNN, target both", "gnn", {"target": "both"}),
     "positions": ("GNN, positions only", "gnn", {"target": "both", "inputs": "positions"}),
     "masses": ("GNN, masses only (Deep Set)", "gnn", {"target": "both", "inputs": "masses"}),
+    "cartesian": ("GNN, Cartesian edge features", "gnn", {"embedding": "cartesian"}),
 }
 #: minutes per run measured on the 2-core development CPU under the lock (full mode, 50
 #: epochs); the estimate printed before a run
@@ -71,6 +72,7 @@ MINUTES = {
     "gnn_both": 2.4,
     "positions": 2.0,
     "masses": 0.4,
+    "cartesian": 2.3,
 }
 PARAMS = ("sigma_8", "Omega_m")
 
