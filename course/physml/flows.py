@@ -197,27 +197,11 @@ class FourierFlow(nn.Module):
         return sum(cubic_spline(u, params[:, i, : self.n_knots]) for i in range(self.n_layers))
 
     @torch.no_grad()
-    def initialize(self, x: Tensor, whiten: bool = False) -> None:
-        """Data-dependent start, psi the identity. ``whiten=False``: flat filters that give
-        the first layer unit variance. ``whiten=True``: the first filter is 1 / sqrt of the
-        power measured in ``x`` around each knot (as Glow's actnorm, but per |k|), so that
-        training only refines it. x: ``[B, n, n, n]`` training fields."""
+    def initialize(self, x: Tensor) -> None:
+        """Data-dependent start: flat filters that give the first layer unit variance,
+        psi the identity. x: ``[B, n, n, n]`` training fields."""
         self.base.zero_()
-        x = x.to(self.base)
-        if not whiten:
-            self.base[0, : self.n_knots] = -torch.log(x.std())
-            return
-        p = (torch.fft.rfftn(x, dim=(-3, -2, -1)).abs() ** 2).mean(0).reshape(-1) / self.n**3
-        knot = self.u_modes.round().long().clamp(0, self.n_knots - 1)
-        w = self.weights
-        psum = torch.zeros(self.n_knots, dtype=x.dtype).index_add(0, knot, w * p)
-        cnt = torch.zeros(self.n_knots, dtype=x.dtype).index_add(0, knot, w)
-        logp = torch.log(psum / cnt.clamp_min(1e-12))
-        # knots with no modes take their neighbours' value
-        ok = cnt > 0
-        idx = torch.arange(self.n_knots)
-        nearest = idx[ok][(idx[:, None] - idx[ok][None]).abs().argmin(1)]
-        self.base[0, : self.n_knots] = -0.5 * logp[nearest]
+        self.base[0, : self.n_knots] = -torch.log(x.to(self.base).std())
 
 
 def theta_to_unit(theta: Tensor) -> Tensor:

@@ -69,11 +69,7 @@ def difference(
     gap = (yours[:, col] - expected[:, col]).abs()
     gap = gap[torch.isfinite(gap)]
     largest = f"by up to {float(gap.max()):.3g}" if len(gap) else "(not finite)"
-    where = (
-        _edge_name(first, edge_index if rows == "edge" else None, batch)
-        if rows == "edge"
-        else f"{rows} {first}"
-    )
+    where = _edge_name(first, edge_index, batch) if rows == "edge" else f"{rows} {first}"
     other = [names[c] for c in bad.any(dim=0).nonzero()[:, 0].tolist() if c != col]
     also = f"; also differs: {', '.join(other)}" if other else ""
     return (
