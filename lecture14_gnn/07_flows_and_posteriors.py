@@ -169,13 +169,15 @@ check = flows.FourierFlow(4, BOX, n_layers=3, n_knots=6, n_bins=5, bound=2.0)
 with torch.no_grad():
     check.base.normal_(0.0, 0.5)
 x = torch.randn(1, 4, 4, 4, dtype=torch.float64)
+TOL = 1e-10  # float64 round-off of a 64 x 64 determinant is about 1e-14
 for i, p in enumerate(check.layer_params(1).unbind(1)):
     y, logdet = check.layer(x, p)
     jac = torch.autograd.functional.jacobian(
         lambda v, p=p: check.layer(v.view(1, 4, 4, 4), p)[0].reshape(-1), x.reshape(-1)
     )
     err = abs(float(logdet.detach()) - float(torch.linalg.slogdet(jac)[1]))
-    print(f"layer {i}: |log det - log|det J|| = {err:.1e}")
+    assert err < TOL, f"layer {i}: log det is off autograd's by {err:.1e} (tolerance {TOL:.0e})"
+    print(f"layer {i}: |log det - log|det J|| < {TOL:.0e}: ok")
     x = y.detach()
 
 # %% [markdown]

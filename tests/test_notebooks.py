@@ -265,3 +265,35 @@ def test_drop_noise_removes_what_students_cannot_act_on():
         "Epoch 1: 100%|##| 4/4, val_loss=0.9\n"
         "2 epochs in 3 s\n"
     )
+
+
+# --------------------------------------------------------------------------- round-off
+
+
+@pytest.mark.parametrize("py", NOTEBOOKS, ids=IDS)
+def test_compared_outputs_print_no_roundoff_digits(py):
+    """nbval compares these outputs digit for digit: a figure of round-off size (a
+    difference at machine precision) changes with the BLAS kernels, threads and load."""
+    problems = nbtool.roundoff_problems(py)
+    assert not problems, f"{py.name}: {problems}"
+
+
+def test_roundoff_check_finds_machine_precision_figures(tmp_path):
+    def code(text, tags=()):
+        cell = nbformat.v4.new_code_cell("print()", execution_count=1)
+        cell.metadata["tags"] = list(tags)
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=text)]
+        return cell
+
+    cells = [
+        code("layer 0: |log det - log|det J|| = 1.4e-14\n"),  # round-off: found
+        code("largest relative difference: 0.0e+00\n"),  # a vanishing difference: found
+        code("relative difference 6.7e-16\n", tags=[nbtool.IGNORE_OUTPUT_TAG]),  # ignored
+        code("error < 1e-10: ok; max change 0.0; epsilon 7.46 %; lr 1e-3; 4.2e-9\n"),
+        code("took 3e-11 s\n"),  # sanitized to DURATION before the check
+    ]
+    nbformat.write(_notebook(*cells), str(tmp_path / "nb.ipynb"))
+    problems = nbtool.roundoff_problems(tmp_path / "nb.py")
+    assert [p.split(" prints")[0] for p in problems] == ["cell 0", "cell 1"]
+    assert "1.4e-14" in problems[0] and "0.0e+00" in problems[1]
+    assert nbtool.roundoff_figures("4.2e-9 1e-10 0.0 0 1.0e-11 -2e-12") == ["1.0e-11", "-2e-12"]

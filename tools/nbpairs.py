@@ -131,3 +131,59 @@ def output_problems(py_path) -> list[str]:
     if missing:
         return [f"code cells {missing} have no outputs: run tools/notebooks.py execute"]
     return []
+
+
+#: a number as printed: decimal digits with an optional exponent
+_NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?(?![\w.])")
+#: smallest magnitude that a compared output may print: below it, a figure is round-off
+ROUNDOFF_FLOOR = 1e-10
+
+
+def sanitizers(cfg_path=None) -> list[tuple[re.Pattern, str]]:
+    """The (regex, replacement) pairs of nbval's sanitize file (``tests/nbval_sanitize.cfg``),
+    in file order, as ``pytest --nbval-sanitize-with`` applies them."""
+    import configparser
+
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(cfg_path or cfg.ROOT / "tests" / "nbval_sanitize.cfg", encoding="utf-8")
+    return [(re.compile(parser[s]["regex"]), parser[s]["replace"]) for s in parser.sections()]
+
+
+def roundoff_figures(text: str) -> list[str]:
+    """The printed numbers of ``text`` that only round-off could give: a nonzero magnitude
+    below :data:`ROUNDOFF_FLOOR`, or a zero in exponent notation (``0.0e+00``, a difference
+    that happened to vanish here)."""
+    found = []
+    for m in _NUMBER.finditer(text):
+        s = m.group(0)
+        value = abs(float(s))
+        if (0.0 < value < ROUNDOFF_FLOOR) or (value == 0.0 and "e" in s.lower()):
+            found.append(s)
+    return found
+
+
+def roundoff_problems(py_path, cfg_path=None) -> list[str]:
+    """Compared outputs (code cells not tagged :data:`nbconfig.IGNORE_OUTPUT_TAG`) of the
+    ``.ipynb`` that print a round-off-sized figure after nbval's sanitizers: such digits
+    change with the BLAS kernels, the thread count and the load, so nbval would fail on
+    another machine. Print a verdict against a tolerance instead (``< 1e-10: ok``)."""
+    ipynb = Path(py_path).with_suffix(".ipynb")
+    nb = nbformat.read(str(ipynb), as_version=4)
+    subs = sanitizers(cfg_path)
+    problems = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code" or cfg.IGNORE_OUTPUT_TAG in cell.metadata.get("tags", []):
+            continue
+        for out in cell.get("outputs", []):
+            text = out.get("text", "") if out.output_type == "stream" else ""
+            text += str(out.get("data", {}).get("text/plain", ""))
+            for regex, replace in subs:
+                text = regex.sub(replace, text)
+            figures = roundoff_figures(text)
+            if figures:
+                problems.append(
+                    f"cell {i} prints round-off-sized figures {figures[:3]} in a compared "
+                    "output: print a verdict against a tolerance, or tag the cell "
+                    f"{cfg.IGNORE_OUTPUT_TAG}"
+                )
+    return problems

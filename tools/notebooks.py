@@ -73,18 +73,22 @@ from nbpairs import (  # noqa: E402, F401
     pair_problems,
     py_text,
     read_py,
+    roundoff_figures,
+    roundoff_problems,
     write_pair,
 )
 from nbstudents import make_student, strip_solutions, student_text, students  # noqa: E402, F401
 
 
 def check() -> list[str]:
-    """Every problem: stale badge / setup cell, unsynced pair, stale student version."""
+    """Every problem: stale badge / setup cell, unsynced pair, round-off digits in a compared
+    output, stale student version."""
     problems = []
     for py in notebook_paths():
         rel = _rel(py)
         problems += [f"{rel}: {p}" for p in header_problems(read_py(py), py)]
         problems += [f"{rel}: {p}" for p in pair_problems(py)]
+        problems += [f"{rel}: {p}" for p in roundoff_problems(py)]
     for sol, stu in nbconfig.STUDENT_VERSIONS.items():
         path = nbconfig.ROOT / stu
         if not path.exists() or student_text(nbconfig.ROOT / sol) != path.read_text(
