@@ -549,8 +549,9 @@ def run_baseline(
         **kwargs: passed to :func:`fit_baseline`.
 
     Returns:
-        ``{"metrics": physml.metrics.summary(...) on the test split, "pred": [n_test, T],
-        "std": [n_test, T], "true": [n_test, T], "names": target names, "model": fitted}``.
+        ``{"metrics": ..., "pred": ..., "std": ..., "true": ..., "names": ..., "model": ...}``:
+        ``physml.metrics.summary(...)`` on the test split, the predictions, standard
+        deviations and truths ``[n_test, T]``, the target names and the fitted model.
     """
     if target not in TARGETS:
         raise ValueError(f"target: expected one of {tuple(TARGETS)}, got {target!r}")

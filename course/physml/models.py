@@ -305,8 +305,9 @@ class EdgeModel(nn.Module):
         :func:`physml.aggregation.gather`; no ``[E, 2F_x + F_e]`` concatenation is built.
 
         Args:
-            x: ``[N, F_x]``; edge_index: ``[2, E]`` long (row 0 source :math:`j`, row 1
-            target :math:`i`); edge_attr: ``[E, F_e]``.
+            x: ``[N, F_x]``.
+            edge_index: ``[2, E]`` long (row 0 source :math:`j`, row 1 target :math:`i`).
+            edge_attr: ``[E, F_e]``.
             sources, targets: :class:`~physml.aggregation.Incidence` of ``edge_index[0]``
                 and ``edge_index[1]``, or ``None`` to build them here.
 

@@ -70,7 +70,7 @@ def linear_modes(
     ``torch.fft.irfftn`` gives delta(x) on the grid. Differentiable in the cosmology.
     dtype: the real dtype (float32 -> complex64, float64 -> complex128; the white noise
     itself is drawn in float32 either way, so both dtypes give the same field).
-    fixed_amplitude, paired: see :func:`white_noise` (|delta_k|^2 = n^6 P(k) / V exactly
+    fixed_amplitude, paired: see :func:`white_noise` (``|delta_k|^2 = n^6 P(k) / V`` exactly
     for a fixed field).
     """
     w = white_noise(seed, n, device, fixed_amplitude, paired)

@@ -110,7 +110,7 @@ def nbody(
     scale factors (float sequence). Returns (x, p) at ``steps[-1]``; positions are
     wrapped into [0, box_size). ``callback(a, x, p)`` is called after each step.
     ``solver(pos, a)`` returns the force ``[N, 3]`` at scale factor ``a`` (0-d float64
-    tensor); default :class:`ForceSolver` on an ``n_mesh``^3 mesh, in the dtype of x.
+    tensor); default :class:`ForceSolver` on an ``n_mesh**3`` mesh, in the dtype of x.
     Differentiable in x, p and the cosmology.
 
     ``checkpoint=True`` recomputes each step during the backward pass
