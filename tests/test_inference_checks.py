@@ -177,8 +177,15 @@ def test_flow_training_stops_on_a_non_finite_loss():
     fields = grf.sample_fields(torch.tensor([[0.3, 0.8]] * 2, dtype=F64), 4)
     with pytest.raises(TrainingDiverged, match=r"fit: the loss is (nan|inf) at step [0-9]"):
         flows.fit(flow, lambda step: (fields, None), 5, lr=1e30, progress=False)
-    with pytest.raises(ValueError, match="FourierFlow.forward: x must be finite"):
+    with pytest.raises(ValueError, match="FourierFlow.log_prob: x must be finite"):
         flow.log_prob(fields * math.nan)
+    with pytest.raises(ValueError, match=r"fit \(batches\): x must be finite"):
+        flows.fit(flow, lambda step: (fields * math.nan, None), 3, progress=False)
+    cflow = flows.ConditionalFourierFlow(4, grf.GRF_BOX, hidden=4)
+    with pytest.raises(ValueError, match="ConditionalFourierFlow.log_prob: theta must be > 0"):
+        cflow.log_prob(fields, torch.tensor([[0.3, 0.8], [-0.3, 0.8]], dtype=F64))
+    with pytest.raises(ValueError, match="ConditionalFourierFlow.forward: theta must be finite"):
+        cflow(fields, torch.tensor([[0.3, 0.8], [math.inf, 0.8]], dtype=F64))
     with pytest.raises(ValueError, match="grid_posterior: log_like is NaN at 4 grid points"):
         flows.grid_posterior(lambda t: t[:, 0] * math.nan, [0.1, 0.6], [0.5, 1.0], n_grid=2)
 

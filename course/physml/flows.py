@@ -184,6 +184,9 @@ class FourierFlow(nn.Module):
             raise ValueError(f"{where}: x: expected shape [B, {n}, {n}, {n}], got {shape}")
         _check_finite_values(x, "x", where)
 
+    def _check_condition(self, theta: Tensor | None, where: str) -> None:
+        """theta for :meth:`forward` and :meth:`log_prob`; ignored by the unconditional flow."""
+
     def layer(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         """One layer: x ``[B, n, n, n]``, params ``[B, params_per_layer]`` ->
         (y ``[B, n, n, n]``, log |det dy/dx| ``[B]``)."""
@@ -196,8 +199,14 @@ class FourierFlow(nn.Module):
         return y.view(b, n, n, n), logdet
 
     def forward(self, x: Tensor, theta: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Data to latent: x ``[B, n, n, n]`` -> (z ``[B, n, n, n]``, log |det| ``[B]``)."""
-        self._check(x, f"{type(self).__name__}.forward")
+        """Data to latent: x ``[B, n, n, n]`` -> (z ``[B, n, n, n]``, log |det| ``[B]``).
+        x (and theta) are checked once here; the layers do not check again."""
+        where = f"{type(self).__name__}.forward"
+        self._check(x, where)
+        self._check_condition(theta, where)
+        return self._forward(x, theta)
+
+    def _forward(self, x: Tensor, theta: Tensor | None) -> tuple[Tensor, Tensor]:
         x = x.to(self.base.dtype)
         params = self.layer_params(x.shape[0], theta)
         logdet = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
@@ -208,7 +217,14 @@ class FourierFlow(nn.Module):
 
     def log_prob(self, x: Tensor, theta: Tensor | None = None) -> Tensor:
         """log p(x) (or log p(x | theta)) in nats, ``[B]``; x ``[B, n, n, n]``."""
-        z, logdet = self(x, theta)
+        where = f"{type(self).__name__}.log_prob"
+        self._check(x, where)
+        self._check_condition(theta, where)
+        return self._log_prob(x, theta)
+
+    def _log_prob(self, x: Tensor, theta: Tensor | None) -> Tensor:
+        """:meth:`log_prob` without the checks (the training loop of :func:`fit`)."""
+        z, logdet = self._forward(x, theta)
         n3 = z[0].numel()
         return -0.5 * (z**2).sum(dim=(-3, -2, -1)) - 0.5 * n3 * math.log(2 * math.pi) + logdet
 
@@ -220,6 +236,7 @@ class FourierFlow(nn.Module):
         _check_finite_values(k, "k", where)
         if not bool((k > 0).all()):
             raise ValueError(f"{where}: k must be > 0 (h/Mpc)")
+        self._check_condition(theta, where)
         b = 1 if theta is None else theta.shape[0]
         params = self.layer_params(b, theta)
         u = (torch.log(k.to(self.base)) - self.log_k_lo) / (self.log_k_hi - self.log_k_lo)
@@ -268,9 +285,23 @@ def log_theta_to_unit(theta: Tensor) -> Tensor:
     """(Omega_m, sigma_8) ``[B, 2]`` -> log theta scaled to [-1, 1]^2 over the CAMELS prior
     box (the input of the conditional flow's network: P(k) varies smoothly with log theta).
     theta must be finite and > 0."""
-    _check_theta(theta, "log_theta_to_unit")
-    if not bool((theta > 0).all()):
-        raise ValueError("log_theta_to_unit: theta must be > 0 (its logarithm is taken)")
+    _check_positive_theta(theta, "log_theta_to_unit")
+    return _log_theta_to_unit(theta)
+
+
+def _check_positive_theta(theta, where: str) -> None:
+    """theta ``[B, 2]``, finite and > 0 (one reduction, one synchronisation on a GPU)."""
+    if not torch.is_tensor(theta) or not theta.is_floating_point():
+        raise ValueError(f"{where}: theta must be a float tensor [B, 2] = (Omega_m, sigma_8)")
+    _check_shape(theta, "theta", where, (None, 2), "[B, 2] = (Omega_m, sigma_8)")
+    if not bool((theta > 0).all()):  # False for NaN too
+        _check_finite_values(theta, "theta", where)
+        raise ValueError(f"{where}: theta must be > 0 (its logarithm is taken)")
+    if not bool(torch.isfinite(theta).all()):
+        _check_finite_values(theta, "theta", where)
+
+
+def _log_theta_to_unit(theta: Tensor) -> Tensor:
     lo = torch.tensor([PRIOR_RANGES[k][0] for k in THETA_NAMES], dtype=theta.dtype)
     hi = torch.tensor([PRIOR_RANGES[k][1] for k in THETA_NAMES], dtype=theta.dtype)
     lo, hi = torch.log(lo.to(theta.device)), torch.log(hi.to(theta.device))
@@ -299,13 +330,18 @@ class ConditionalFourierFlow(FourierFlow):
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
+    def _check_condition(self, theta: Tensor | None, where: str) -> None:
+        if theta is None:
+            raise ValueError(f"{where}: theta: expected [B, 2] = (Omega_m, sigma_8), got None")
+        _check_positive_theta(theta, where)
+
     def layer_params(self, batch: int, theta: Tensor | None = None) -> Tensor:
         if theta is None or theta.dim() != 2 or theta.shape[-1] != 2:
             got = "None" if theta is None else list(theta.shape)
             raise ValueError(
                 f"ConditionalFourierFlow: theta: expected [B, 2] = (Omega_m, sigma_8), got {got}"
             )
-        d = self.net(log_theta_to_unit(theta.to(self.base)))
+        d = self.net(_log_theta_to_unit(theta.to(self.base)))
         d = d.view(-1, self.n_layers, self.params_per_layer)
         return (self.base + d).expand(batch, -1, -1)
 
@@ -346,7 +382,10 @@ def fit(
     avg = [torch.zeros_like(p) for p in flow.parameters()]
     for step in tqdm(range(steps), disable=not progress, desc="flow training"):
         x, theta = batches(step)
-        loss = -flow.log_prob(x, theta).mean() / n3
+        if step == 0:  # the first batch in full; later ones through the loss
+            flow._check(x, "fit (batches)")
+            flow._check_condition(theta, "fit (batches)")
+        loss = -flow._log_prob(x, theta).mean() / n3  # checked through the loss below
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -453,9 +492,10 @@ def likelihood_on(flow: FourierFlow, x: Tensor, chunk: int = 256) -> Callable[[T
     _check_count(chunk, "chunk", "likelihood_on")
 
     def log_like(theta: Tensor) -> Tensor:
+        flow._check_condition(theta, "likelihood_on (log_like)")
         with torch.no_grad():
             parts = [
-                flow.log_prob(x.unsqueeze(0).expand(len(t), -1, -1, -1), t.to(x.device))
+                flow._log_prob(x.unsqueeze(0).expand(len(t), -1, -1, -1), t.to(x.device))
                 for t in theta.split(chunk)
             ]
         return torch.cat(parts)
