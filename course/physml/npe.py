@@ -57,7 +57,7 @@ def unit_to_theta(u: Tensor) -> Tensor:
         raise ValueError(f"{where}: u must be a float tensor [..., 2], got {got}")
     _check_finite_values(u, "u", where)
     tol = 8 * torch.finfo(u.dtype).eps
-    _check_within(u, "u", where, [-1, -1], [1, 1], "the unit box [-1, 1]^2", tol=tol)
+    _check_within(u, "u", where, [-1, -1], [1, 1], "the unit box", tol=tol)
     lo, hi = _LO.to(u), _HI.to(u)
     return lo + (u + 1) * (hi - lo) / 2
 
