@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 
 import numpy as np
@@ -113,3 +115,118 @@ def _require_file(path) -> str:
 def _magic(name: str, n: int = 8) -> bytes:
     with open(name, "rb") as f:
         return f.read(n)
+
+
+# --------------------------------------------------------------------------- argument checks
+# Checks of the arguments of library functions (hmc, fisher, grf, npe, flows, bias). Every
+# message starts with ``where`` (the function) and names the argument: "hmc: step_size must
+# be a finite number > 0, got nan".
+
+
+def _check_count(value, name: str, where: str, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum``; floats (even 2.0), bools and strings are refused."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{where}: {name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{where}: {name} must be an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def _interval_text(low, high, low_open: bool, high_open: bool) -> str:
+    if low is not None and high is not None:
+        return f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{'>' if low_open else '>='} {low}"
+    if high is not None:
+        return f"{'<' if high_open else '<='} {high}"
+    return ""
+
+
+def _check_real(
+    value,
+    name: str,
+    where: str,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = True,
+    high_open: bool = True,
+) -> float:
+    """``value`` (a real number or a one-element tensor / array) as a finite float, optionally
+    inside an interval; e.g. ``low=0`` asks for a number > 0."""
+    text = f"a finite number {_interval_text(low, high, low_open, high_open)}".rstrip()
+    if isinstance(value, bool) or isinstance(value, (str, bytes)):
+        raise ValueError(f"{where}: {name} must be {text}, got {value!r}")
+    try:
+        x = float(value.detach() if hasattr(value, "detach") else value)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{where}: {name} must be {text}, got {value!r}") from None
+    bad = not math.isfinite(x)
+    if low is not None:
+        bad = bad or (x <= low if low_open else x < low)
+    if high is not None:
+        bad = bad or (x >= high if high_open else x > high)
+    if bad:
+        raise ValueError(f"{where}: {name} must be {text}, got {x}")
+    return x
+
+
+def _check_shape(x, name: str, where: str, shape: tuple, text: str) -> tuple:
+    """``x`` (a torch tensor or numpy array) has ``len(shape)`` dimensions, each equal to the
+    entry of ``shape`` where that is an int (None: any size >= 1). ``text`` describes the
+    expected shape, e.g. ``"[chains, dim]"``. Returns the shape."""
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise ValueError(
+            f"{where}: {name} must be an array of shape {text}, got {type(x).__name__}"
+        )
+    actual = tuple(x.shape)
+    ok = len(actual) == len(shape) and all(
+        (s is None and a >= 1) or s == a for s, a in zip(shape, actual, strict=False)
+    )
+    if not ok:
+        raise ValueError(f"{where}: {name} must have shape {text}, got {list(actual)}")
+    return actual
+
+
+def _check_finite_values(x, name: str, where: str) -> None:
+    """Every entry of ``x`` (a torch tensor or numpy array) is finite. One reduction; on a GPU
+    tensor one synchronisation, so call it once at entry, never in a loop."""
+    if hasattr(x, "detach"):  # torch
+        import torch
+
+        if not x.is_floating_point() and not x.is_complex():
+            return
+        finite = torch.isfinite(x.detach())
+        if bool(finite.all()):
+            return
+        bad = ~finite.cpu().numpy()
+        values = x.detach().cpu().numpy()
+    else:
+        values = np.asarray(x)
+        if values.dtype.kind not in "fc":
+            return
+        bad = ~np.isfinite(values)
+        if not bad.any():
+            return
+    first = tuple(int(i) for i in np.argwhere(bad)[0])
+    at = first[0] if len(first) == 1 else list(first)
+    raise ValueError(
+        f"{where}: {name} must be finite; {int(bad.sum())} of {bad.size} values are not, "
+        f"first at index {at}: {values[first]}"
+    )
+
+
+def _check_within(x, name: str, where: str, low, high, what: str, tol: float = 0.0) -> None:
+    """Every entry of ``x`` ``[..., K]`` lies in [low_j, high_j] (lists of K bounds) to within
+    ``tol`` times the width; ``what`` names the interval (e.g. "the prior box")."""
+    arr = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+    lo = np.atleast_1d(np.asarray(low, dtype=np.float64))
+    hi = np.atleast_1d(np.asarray(high, dtype=np.float64))
+    slack = tol * (hi - lo)
+    bad = (arr < lo - slack) | (arr > hi + slack)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        bounds = [[float(a), float(b)] for a, b in zip(lo, hi, strict=True)]
+        raise ValueError(
+            f"{where}: {name} must lie in {what} {bounds}; {int(bad.sum())} value(s) do not, "
+            f"first at index {list(first)}: {arr[first]}"
+        )

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ._checks import _check_count, _check_finite_values, _check_real, _check_shape
 from .cosmology import Cosmology
 from .settings import cache_root
 from .simulation import SimulationConfig, linear_modes, lpt_displacements, overdensity, simulate
@@ -78,6 +79,20 @@ class Box:
     box_size: float
     seed: int
 
+    def __post_init__(self):
+        where = f"Box(seed={self.seed})"
+        n = self.delta_lpt.shape[0] if np.ndim(self.delta_lpt) == 3 else 0
+        for name in ("delta_lpt", "delta_pm"):
+            arr = getattr(self, name)
+            _check_shape(arr, name, where, (n, n, n), "[n, n, n]")
+            _check_finite_values(arr, name, where)
+        (h, _) = _check_halos(self.halo_voxel, n, where)
+        _check_shape(self.halo_mass, "halo_mass", where, (h,), f"[{h}] (one per halo)")
+        _check_finite_values(self.halo_mass, "halo_mass", where)
+        if not (np.asarray(self.halo_mass) > 0).all():
+            raise ValueError(f"{where}: halo_mass must be > 0 (Msun/h)")
+        _check_real(self.box_size, "box_size", where, low=0)
+
     @property
     def n_grid(self) -> int:
         return self.delta_lpt.shape[0]
@@ -100,8 +115,9 @@ def simulate_box(
     The 2LPT field uses the same initial modes as the N-body run, displaced to a = 1.
     """
     config = config or SimulationConfig()
-    if n_grid < 4:
-        raise ValueError(f"n_grid must be >= 4, got {n_grid}")
+    _check_count(seed, "seed", "simulate_box", minimum=0)
+    _check_count(n_grid, "n_grid", "simulate_box", minimum=4)
+    _check_cosmology(cosmology, "simulate_box")
     om, s8 = cosmology
     res = simulate(om, s8, seed, config, keep_particles=True)
     box, n = config.box_size, config.n_particles
@@ -125,6 +141,32 @@ def simulate_box(
         box_size=float(box),
         seed=int(seed),
     )
+
+
+def _check_cosmology(cosmology, where: str) -> None:
+    if not hasattr(cosmology, "__len__") or len(cosmology) != 2:
+        raise ValueError(f"{where}: cosmology must be (Omega_m, sigma_8), got {cosmology!r}")
+    _check_real(cosmology[0], "cosmology (Omega_m)", where, low=0, high=1, high_open=False)
+    _check_real(cosmology[1], "cosmology (sigma_8)", where, low=0)
+
+
+def _check_halos(halo_voxel, n: int, where: str) -> tuple:
+    """halo_voxel ``[H, 3]`` (H >= 0) integers in [0, n); returns its shape."""
+    shape = tuple(getattr(halo_voxel, "shape", ()))
+    if len(shape) != 2 or shape[1] != 3:
+        raise ValueError(f"{where}: halo_voxel must have shape [H, 3], got {list(shape)}")
+    if torch.is_tensor(halo_voxel):
+        integer = not (halo_voxel.is_floating_point() or halo_voxel.is_complex())
+    else:
+        integer = np.asarray(halo_voxel).dtype.kind in "iu"
+    if not integer:
+        raise ValueError(f"{where}: halo_voxel must be integers, got {halo_voxel.dtype}")
+    if shape[0] and (int(halo_voxel.min()) < 0 or int(halo_voxel.max()) >= n):
+        raise ValueError(
+            f"{where}: halo_voxel must lie in [0, n_grid = {n}), got "
+            f"[{int(halo_voxel.min())}, {int(halo_voxel.max())}]"
+        )
+    return shape
 
 
 def _box_dir(n_grid: int, config: SimulationConfig, cosmology, cache_dir) -> Path:
@@ -151,8 +193,9 @@ def load_boxes(
     the simulation settings and the cosmology). A box not yet cached takes about 4 s.
     ``cache_dir=False`` simulates without caching.
     """
-    if n_boxes < 1:
-        raise ValueError(f"n_boxes must be >= 1, got {n_boxes}")
+    _check_count(n_boxes, "n_boxes", "load_boxes")
+    _check_count(n_grid, "n_grid", "load_boxes", minimum=4)
+    _check_cosmology(cosmology, "load_boxes")
     config = config or SimulationConfig()
     folder = None if cache_dir is False else _box_dir(n_grid, config, cosmology, cache_dir)
     boxes = []
@@ -237,6 +280,12 @@ def periodic_conv3d(field: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     field: ``[B, n, n, n]``; kernel: ``[3, 3, 3]`` (returns ``[B, n, n, n]``) or
     ``[C, 3, 3, 3]`` (one output per kernel, returns ``[B, C, n, n, n]``).
     """
+    n = field.shape[-1]
+    _check_shape(field, "field", "periodic_conv3d", (None, n, n, n), "[B, n, n, n]")
+    if tuple(kernel.shape[-3:]) != (3, 3, 3) or kernel.dim() not in (3, 4):
+        raise ValueError(
+            f"periodic_conv3d: kernel must be [3, 3, 3] or [C, 3, 3, 3], got {list(kernel.shape)}"
+        )
     single = kernel.dim() == 3
     k = kernel[None] if single else kernel
     padded = F.pad(field[:, None], (1, 1, 1, 1, 1, 1), mode="circular")
@@ -319,8 +368,18 @@ class EngineConstants:
     engine_fixed: tuple = ()
 
     def __post_init__(self):
-        if self.n_gaussians < 1:
-            raise ValueError(f"n_gaussians must be >= 1, got {self.n_gaussians}")
+        where = "EngineConstants"
+        _check_real(self.mass_threshold, "mass_threshold", where, low=0)
+        _check_real(self.initial_amplitude, "initial_amplitude", where)
+        _check_real(self.initial_width, "initial_width", where)
+        _check_real(self.prior_width, "prior_width", where, low=0)
+        _check_count(self.n_gaussians, "n_gaussians", where)
+        for item in self.engine_fixed:
+            if len(item) != 2 or not isinstance(item[0], str):
+                raise ValueError(
+                    f"{where}: engine_fixed must hold (name, value) pairs, got {item!r}"
+                )
+            _check_real(item[1], f"engine_fixed value of {item[0]!r}", where)
         if self.head not in ("sketch", "threshold"):
             raise ValueError(f"head: expected 'sketch' or 'threshold', got {self.head!r}")
 
@@ -349,6 +408,23 @@ class HaloField:
     shells: torch.Tensor | None = None
 
     def __post_init__(self):
+        where = "HaloField"
+        if not torch.is_tensor(self.x) or not self.x.is_floating_point():
+            raise ValueError(f"{where}: x must be a float tensor [B, n, n, n]")
+        n_boxes, n = self.x.shape[0] if self.x.dim() else 0, self.x.shape[-1]
+        _check_shape(self.x, "x", where, (None, n, n, n), "[B, n, n, n]")
+        _check_finite_values(self.x, "x", where)
+        (h, _) = _check_halos(self.halo_voxel, n, where)
+        for name in ("halo_box", "log_mass"):
+            _check_shape(getattr(self, name), name, where, (h,), f"[H] = [{h}] (halo_voxel)")
+        if self.halo_box.is_floating_point() or (
+            h and (int(self.halo_box.min()) < 0 or int(self.halo_box.max()) >= n_boxes)
+        ):
+            raise ValueError(f"{where}: halo_box must be integers in [0, B = {n_boxes})")
+        _check_finite_values(self.log_mass, "log_mass", where)
+        _check_real(self.voxel_volume, "voxel_volume", where, low=0)
+        if self.shells is not None:
+            _check_shape(self.shells, "shells", where, (n_boxes, 4, n, n, n), "[B, 4, n, n, n]")
         if self.shells is None:
             eye = torch.eye(4, dtype=self.x.dtype, device=self.x.device)
             self.shells = periodic_conv3d(self.x, fill_kernel(eye))
@@ -357,7 +433,12 @@ class HaloField:
     def from_boxes(cls, boxes, field: str = "pm", dtype=torch.float64, device=None):
         """Stack boxes; field ``"pm"`` (N-body) or ``"lpt"`` (2LPT at a = 1)."""
         if field not in ("pm", "lpt"):
-            raise ValueError(f"field: expected 'pm' or 'lpt', got {field!r}")
+            raise ValueError(f"HaloField.from_boxes: field: expected 'pm' or 'lpt', got {field!r}")
+        boxes = list(boxes)
+        if not boxes or not all(isinstance(b, Box) for b in boxes):
+            raise ValueError("HaloField.from_boxes: boxes must be a non-empty list of Box")
+        if len({(b.n_grid, b.box_size) for b in boxes}) != 1:
+            raise ValueError("HaloField.from_boxes: boxes must share one n_grid and box_size")
         delta = np.stack([b.delta_pm if field == "pm" else b.delta_lpt for b in boxes])
         x = np.log(np.maximum(1.0 + delta.astype(np.float64), LOG_DENSITY_FLOOR))
         hb = np.concatenate([np.full(len(b.halo_mass), i) for i, b in enumerate(boxes)])
@@ -380,6 +461,11 @@ class HaloField:
         """The same boxes under a symmetry of the cube: axes permuted by ``perm`` (a
         permutation of (0, 1, 2)), then axis d mirrored (i -> n - 1 - i) where ``flips[d]``;
         field and halos together."""
+        if sorted(perm) != [0, 1, 2] or len(flips) != 3:
+            raise ValueError(
+                f"HaloField.transformed: perm must be a permutation of (0, 1, 2) and flips 3 "
+                f"flags, got {perm}, {flips}"
+            )
         n = self.x.shape[-1]
         dims = [1 + d for d in range(3) if flips[d]]
         x = self.x.permute(0, *(1 + p for p in perm)).flip(dims or [])
@@ -401,7 +487,10 @@ def mixture_params(h, slopes: torch.Tensor, biases: torch.Tensor, const: EngineC
     slopes, biases: ``[P, 3, K]`` (amplitude, mean, width rows; one column per Gaussian)
     for P parameter sets. Returns log_alpha, mu, sigma, each ``[P, ..., K]``: ln of the
     amplitude alpha in h^3 / Mpc^3, and mean and width in ln(M / (Msun/h)).
+    (Shapes are checked, not values: this is the inner loop of the likelihoods.)
     """
+    _check_shape(slopes, "slopes", "mixture_params", (None, 3, None), "[P, 3, K]")
+    _check_shape(biases, "biases", "mixture_params", tuple(slopes.shape), "[P, 3, K] (slopes)")
     n_sets, _, k = slopes.shape
     sketch = const.head == "sketch"
     mean_offsets = [const.log_mass_threshold] + [0.0] * (k - 1) if sketch else [0.0] * k
@@ -443,8 +532,13 @@ def expected_count(log_alpha, mu, sigma, u_lo: float, u_hi: float | None = None,
     logarithms (alpha exp(sigma^2 / 2) alone can overflow where erfc underflows).
 
     log_alpha (ln of h^3 / Mpc^3), mu, sigma: ``[..., K]``; u_lo, u_hi: ln(M / (Msun/h));
-    volume: (Mpc/h)^3. Returns ``[...]``.
+    volume: (Mpc/h)^3. Returns ``[...]``. (The numbers are checked; the shapes are left to
+    broadcasting and the tensors' values unchecked: this is the inner loop of the likelihoods.)
     """
+    u_lo = _check_real(u_lo, "u_lo", "expected_count")
+    if u_hi is not None:
+        _check_real(u_hi, "u_hi", "expected_count", low=u_lo)
+    _check_real(volume, "volume", "expected_count", low=0)
     var = sigma * sigma
     inv = torch.rsqrt(2.0 * var)
     shift = mu + var
@@ -459,6 +553,7 @@ def log_intensity(u, log_alpha, mu, sigma, volume=1.0):
     """ln of the expected number of halos per voxel per unit ln M at u = ln(M / (Msun/h)):
     ``ln sum_j V alpha_j e^(u - mu_j) N(u; mu_j, sigma_j)``. u: ``[...]``; the others
     ``[..., 2]``; volume: (Mpc/h)^3. Returns ``[...]``."""
+    _check_real(volume, "volume", "log_intensity", low=0)
     u = u[..., None]
     per = (
         log_alpha
@@ -471,8 +566,12 @@ def log_intensity(u, log_alpha, mu, sigma, volume=1.0):
 
 
 def _as_batch(theta: torch.Tensor, n: int, name: str) -> torch.Tensor:
-    if theta.shape[-1] != n or theta.dim() > 2:
-        raise ValueError(f"{name}: expected parameters [{n}] or [P, {n}], got {tuple(theta.shape)}")
+    if not torch.is_tensor(theta) or not theta.is_floating_point():
+        raise ValueError(f"{name}: theta must be a float tensor [{n}] or [P, {n}], got {theta!r}")
+    if theta.dim() == 0 or theta.shape[-1] != n or theta.dim() > 2:
+        raise ValueError(
+            f"{name}: theta: expected parameters [{n}] or [P, {n}], got {tuple(theta.shape)}"
+        )
     return theta[None] if theta.dim() == 1 else theta
 
 
@@ -484,6 +583,9 @@ def engine_network(theta: torch.Tensor, data: HaloField, kernel: torch.Tensor | 
     ``[P, 3, 3, 3]`` convolves data.x with that kernel instead (used to test the symmetry).
     Returns ``[P, B, n, n, n]``.
     """
+    _check_shape(theta, "theta", "engine_network", (None, None), "[P, 17]")
+    if theta.shape[1] < 5:
+        raise ValueError(f"engine_network: theta must have >= 5 columns, got {theta.shape[1]}")
     if kernel is None:
         conv = torch.einsum("pk,bkxyz->pbxyz", theta[:, :4], data.shells)
     else:
@@ -541,9 +643,17 @@ def log_likelihood(
     ``sum_halos ln lambda_v(ln M_i) - sum_voxels N_v``, with lambda the intensity per voxel
     and unit ln M and N_v the expected count above the threshold. ``kernel``
     ``[P, 3, 3, 3]`` replaces the engine's l = 0 kernel (to test the symmetry).
+
+    theta's shape is checked, its values are not: this is the potential that HMC evaluates
+    at every leapfrog step (a value check would synchronise a GPU each time); a NaN theta
+    gives a NaN likelihood, which HMC counts as a divergence. ``data`` was checked when the
+    :class:`HaloField` was made.
     """
-    single = theta.dim() == 1
+    _check_data(data, "log_likelihood")
+    single = theta.dim() == 1 if torch.is_tensor(theta) else False
     theta = _as_batch(theta, n_params(model, const), f"log_likelihood({model!r})")
+    if kernel is not None:
+        _check_shape(kernel, "kernel", "log_likelihood", (theta.shape[0], 3, 3, 3), "[P, 3, 3, 3]")
     theta = _expand(model, theta, const)
     grid, halos = mixture_fields(model, theta, data, const, kernel)
     v = data.voxel_volume
@@ -562,15 +672,32 @@ def expected_counts(
     """Expected number of halos per voxel, ``[P, B, n, n, n]`` (theta ``[P, D]``) or
     ``[B, n, n, n]`` (theta ``[D]``), with mass in ``mass_range`` = (lo, hi) Msun/h (default:
     above the threshold; hi None: no upper limit)."""
-    single = theta.dim() == 1
+    _check_data(data, "expected_counts")
+    single = theta.dim() == 1 if torch.is_tensor(theta) else False
     theta = _as_batch(theta, n_params(model, const), f"expected_counts({model!r})")
     theta = _expand(model, theta, const)
     lo, hi = mass_range or (const.mass_threshold, None)
+    lo = _check_real(lo, "mass_range (lo)", "expected_counts", low=0)
+    if hi is not None:
+        _check_real(hi, "mass_range (hi)", "expected_counts", low=lo)
     grid, _ = mixture_fields(model, theta, data, const)
     u_hi = None if hi is None else math.log(hi)
     n = expected_count(*grid, math.log(lo), u_hi, data.voxel_volume)
     n = n.expand(theta.shape[0], *data.x.shape)
     return n[0] if single else n
+
+
+def _check_data(data, where: str) -> None:
+    if not isinstance(data, HaloField):
+        raise ValueError(f"{where}: data must be a HaloField, got {type(data).__name__}")
+
+
+def _check_samples(samples, d: int, where: str) -> None:
+    """Posterior draws ``[S, D]``: shape and finite values, once at entry."""
+    if not torch.is_tensor(samples) or not samples.is_floating_point():
+        raise ValueError(f"{where}: samples must be a float tensor [S, {d}]")
+    _check_shape(samples, "samples", where, (None, d), f"[S, {d}]")
+    _check_finite_values(samples, "samples", where)
 
 
 def log_prior(theta: torch.Tensor, const: EngineConstants = EngineConstants()) -> torch.Tensor:
@@ -583,8 +710,10 @@ def log_prior(theta: torch.Tensor, const: EngineConstants = EngineConstants()) -
 
 def potential(model: str, data: HaloField, const: EngineConstants = EngineConstants()):
     """U(theta) = -ln likelihood - ln prior for ``model`` in {"engine", "power_law"}: a function
-    ``[D]`` or ``[P, D]`` -> ``[]`` or ``[P]``, for HMC."""
+    ``[D]`` or ``[P, D]`` -> ``[]`` or ``[P]``, for HMC (theta's values are not checked, see
+    :func:`log_likelihood`)."""
     n_params(model, const)  # checks the model name
+    _check_data(data, "potential")
 
     def u(theta):
         return -(log_likelihood(model, theta, data, const) + log_prior(theta, const))
@@ -622,6 +751,8 @@ def posterior_log_likelihood(
 ) -> torch.Tensor:
     """Log-likelihood of ``data`` at each of ``samples`` ``[S, D]``, ``[S]`` (in chunks of
     ``chunk`` parameter sets to bound memory)."""
+    _check_samples(samples, n_params(model, const), "posterior_log_likelihood")
+    _check_count(chunk, "chunk", "posterior_log_likelihood")
     with torch.no_grad():
         return torch.cat([log_likelihood(model, s, data, const) for s in samples.split(chunk)])
 
@@ -636,7 +767,9 @@ def mass_function(
 ) -> torch.Tensor:
     """Predicted number of halos in each mass bin, summed over all voxels of ``data``, at
     each of ``samples`` ``[S, D]``: ``[S, K]`` for bin edges ``edges`` ``[K + 1]`` (Msun/h)."""
-    edges = [float(e) for e in edges]
+    _check_samples(samples, n_params(model, const), "mass_function")
+    _check_count(chunk, "chunk", "mass_function")
+    edges = _check_edges(edges, "mass_function").tolist()
     out = []
     with torch.no_grad():
         for s in samples.split(chunk):
@@ -650,7 +783,20 @@ def mass_function(
 
 def measured_mass_function(data: HaloField, edges) -> np.ndarray:
     """Number of halos of ``data`` in each mass bin, ``[K]`` int64 (edges in Msun/h)."""
-    return np.histogram(data.log_mass.cpu().numpy(), np.log(np.asarray(edges, float)))[0]
+    _check_data(data, "measured_mass_function")
+    edges = _check_edges(edges, "measured_mass_function")
+    return np.histogram(data.log_mass.cpu().numpy(), np.log(edges))[0]
+
+
+def _check_edges(edges, where: str) -> np.ndarray:
+    """Mass bin edges ``[K + 1]``, Msun/h: finite, > 0 and increasing."""
+    e = np.asarray(edges, dtype=np.float64) if np.ndim(edges) == 1 else None
+    if e is None or len(e) < 2:
+        raise ValueError(f"{where}: edges must be [K + 1] >= 2 mass bin edges (Msun/h)")
+    _check_finite_values(e, "edges", where)
+    if not (e[0] > 0 and (np.diff(e) > 0).all()):
+        raise ValueError(f"{where}: edges must be > 0 and increasing (Msun/h), got {e.tolist()}")
+    return e
 
 
 #: the paper's engine: 2 Gaussians in the sketch's parametrisation, 17 parameters

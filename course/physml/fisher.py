@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 import torch.autograd.forward_ad as fwAD
 
+from ._checks import _check_count, _check_finite_values, _check_real, _check_shape
 from .cosmology import Cosmology
 from .settings import cache_root
 from .simulation import SimulationConfig, initial_conditions, nbody, overdensity, power_spectrum
@@ -40,10 +42,27 @@ from .simulation import SimulationConfig, initial_conditions, nbody, overdensity
 PARAMS = ("Omega_m", "sigma_8")
 #: the fiducial cosmology of the forecasts
 FIDUCIAL = (0.3, 0.8)
+#: a covariance whose correlation matrix has a larger condition number draws a warning
+#: (its inverse has lost more than half of the 16 digits of float64)
+ILL_CONDITIONED = 1e8
+
+
+def _check_config(config, where: str) -> None:
+    if not isinstance(config, SimulationConfig):
+        raise ValueError(f"{where}: config must be a SimulationConfig, got {config!r}")
+
+
+def _check_theta(theta, where: str) -> None:
+    """theta = (Omega_m, sigma_8): two finite numbers (floats, 0-d tensors, dual tensors)."""
+    if not hasattr(theta, "__len__") or len(theta) != 2:
+        raise ValueError(f"{where}: theta must be (Omega_m, sigma_8), got {theta!r}")
+    for name, t in zip(PARAMS, theta, strict=True):
+        _check_real(t, f"theta ({name})", where, low=0)
 
 
 def nyquist(config: SimulationConfig) -> float:
     """Particle Nyquist wavenumber pi n_p / L, h/Mpc."""
+    _check_config(config, "nyquist")
     return math.pi * config.n_particles / config.box_size
 
 
@@ -68,6 +87,9 @@ def simulated_power(
     :func:`physml.simulation.white_noise`; for low-noise derivatives, not for covariances.
     Returns (k ``[B]`` h/Mpc, P ``[B]`` (Mpc/h)^3 float64), B = n_particles / 2.
     """
+    _check_theta(theta, "simulated_power")
+    _check_count(seed, "seed", "simulated_power", minimum=0)
+    _check_config(config, "simulated_power")
     if not config.a_start < a_end <= 1.0:
         raise ValueError(f"a_end must be in (a_start={config.a_start}, 1], got {a_end}")
     cosmo = Cosmology(*theta)
@@ -96,6 +118,13 @@ def power_derivatives(
     Returns (k ``[B]``, P ``[B]``, dP ``[len(params), B]``), float64 tensors without
     autograd history.
     """
+    _check_theta(theta, "power_derivatives")
+    params = tuple(params)
+    if not params or len(set(params)) != len(params) or not set(params) <= {0, 1}:
+        raise ValueError(
+            f"power_derivatives: params must be distinct indices among 0 (Omega_m) and 1 "
+            f"(sigma_8), got {params}"
+        )
     theta0 = [torch.as_tensor(float(t), dtype=torch.float64) for t in theta]
     if method == "forward":
         rows = []
@@ -128,6 +157,8 @@ def finite_difference(theta, seed: int, config: SimulationConfig, step: float, *
     step: absolute step h in each parameter. kwargs go to :func:`simulated_power`.
     Returns dP ``[2, B]`` float64 (4 runs).
     """
+    _check_theta(theta, "finite_difference")
+    _check_real(step, "step", "finite_difference", low=0)
     rows = []
     with torch.no_grad():
         for i in range(len(theta)):
@@ -148,9 +179,65 @@ def finite_difference(theta, seed: int, config: SimulationConfig, step: float, *
 
 def hartlap_factor(n_sims: int, n_bins: int) -> float:
     """(N - B - 2) / (N - 1): debiases the inverse of a covariance estimated from N sims."""
+    return _hartlap(n_sims, n_bins, "hartlap_factor")
+
+
+def _hartlap(n_sims, n_bins, where: str) -> float:
+    n_sims = _check_count(n_sims, "n_sims", where)
+    n_bins = _check_count(n_bins, "n_bins", where)
     if n_sims <= n_bins + 2:
-        raise ValueError(f"need more simulations than bins + 2, got N={n_sims}, B={n_bins}")
+        raise ValueError(
+            f"{where}: n_sims = {n_sims} simulations are too few for a covariance of "
+            f"{n_bins} bins: need more simulations than bins + 2 (n_sims > {n_bins + 2}); "
+            f"with fewer the sample covariance is singular or its inverse cannot be debiased"
+        )
     return (n_sims - n_bins - 2) / (n_sims - 1)
+
+
+def _float_array(x, name: str, shape: tuple, text: str, where: str) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "fiu":
+        raise ValueError(f"{where}: {name} must be a float array of shape {text}, got {arr.dtype}")
+    _check_shape(arr, name, where, shape, text)
+    _check_finite_values(arr, name, where)
+    return arr.astype(np.float64)
+
+
+def _check_covariance(cov: np.ndarray, name: str, where: str, hint: str = "") -> float:
+    """Refuse a covariance ``[B, B]`` that is not symmetric, has a variance <= 0 or is
+    singular (not positive definite to float64 precision: the smallest eigenvalue of its
+    correlation matrix is below B eps times the largest, the rank test of
+    ``numpy.linalg.matrix_rank``); warn when the condition number of its correlation matrix
+    exceeds :data:`ILL_CONDITIONED`. The correlation matrix makes the test independent of
+    the units of the bins. Returns that condition number."""
+    scale = np.abs(cov).max()
+    if np.abs(cov - cov.T).max() > 1e-10 * scale:
+        raise ValueError(f"{where}: {name} must be symmetric")
+    var = np.diag(cov)
+    if not (var > 0).all():
+        i = int(np.argmin(var > 0))
+        raise ValueError(
+            f"{where}: {name} must have variances > 0 on its diagonal; bin {i} has {var[i]}"
+        )
+    sd = np.sqrt(var)
+    evals = np.linalg.eigvalsh(cov / np.outer(sd, sd))
+    n = len(var)
+    cond = evals[-1] / evals[0] if evals[0] > 0 else math.inf
+    if evals[0] <= n * np.finfo(np.float64).eps * evals[-1]:
+        raise ValueError(
+            f"{where}: {name} is singular or not positive definite (smallest eigenvalue of "
+            f"its correlation matrix {evals[0]:.3g}, condition number {cond:.3g}){hint}"
+        )
+    if cond > ILL_CONDITIONED:
+        warnings.warn(
+            f"{where}: {name} is ill-conditioned (condition number {cond:.3g} of its "
+            f"correlation matrix): its inverse keeps about {max(0.0, 16 - math.log10(cond)):.0f} "
+            f"of 16 significant digits; bins that are (nearly) linear combinations of others "
+            f"make it so",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return cond
 
 
 def fisher_matrix(dmu, cov, n_sims: int | None = None) -> np.ndarray:
@@ -158,20 +245,39 @@ def fisher_matrix(dmu, cov, n_sims: int | None = None) -> np.ndarray:
 
     dmu: ``[P, B]`` derivatives of the mean statistic; cov: ``[B, B]`` its covariance.
     n_sims: when C is estimated from n_sims simulations, C^-1 is multiplied by the
-    Hartlap factor. Returns ``[P, P]`` float64.
+    Hartlap factor (n_sims > B + 2 needed). Returns ``[P, P]`` float64.
+
+    A singular covariance (e.g. a sample covariance of fewer simulations than bins) is
+    refused and an ill-conditioned one warned about, with the condition number of its
+    correlation matrix (see :data:`ILL_CONDITIONED`).
     """
-    dmu, cov = np.asarray(dmu, dtype=np.float64), np.asarray(cov, dtype=np.float64)
-    if dmu.ndim != 2 or cov.shape != (dmu.shape[1], dmu.shape[1]):
-        raise ValueError(f"need dmu [P, B] and cov [B, B], got {dmu.shape} and {cov.shape}")
+    where = "fisher_matrix"
+    dmu = _float_array(dmu, "dmu", (None, None), "[P, B]", where)
+    b = dmu.shape[1]
+    cov = _float_array(cov, "cov", (b, b), f"[{b}, {b}] (B = dmu.shape[1])", where)
+    factor = None if n_sims is None else _hartlap(n_sims, b, where)
+    hint = (
+        "; a covariance estimated from N simulations has rank at most N - 1, so it needs "
+        f"more than {b + 2} simulations for {b} bins (pass n_sims to have this checked)"
+        if n_sims is None
+        else ""
+    )
+    _check_covariance(cov, "cov", where, hint)
     prec = np.linalg.inv(cov)
-    if n_sims is not None:
-        prec = prec * hartlap_factor(n_sims, cov.shape[0])
+    if factor is not None:
+        prec = prec * factor
     return dmu @ prec @ dmu.T
 
 
 def marginal_errors(fisher) -> np.ndarray:
-    """Marginal 1-sigma errors sqrt(diag(F^-1)), ``[P]``."""
-    return np.sqrt(np.diag(np.linalg.inv(np.asarray(fisher, dtype=np.float64))))
+    """Marginal 1-sigma errors sqrt(diag(F^-1)), ``[P]``. The Fisher matrix ``[P, P]`` must
+    be symmetric positive definite (a singular one is refused, an ill-conditioned one warned
+    about, as in :func:`fisher_matrix`)."""
+    fisher = _float_array(fisher, "fisher", (None, None), "[P, P]", "marginal_errors")
+    p = fisher.shape[0]
+    _check_shape(fisher, "fisher", "marginal_errors", (p, p), "[P, P]")
+    _check_covariance(fisher, "fisher", "marginal_errors")
+    return np.sqrt(np.diag(np.linalg.inv(fisher)))
 
 
 def forecast(pk, dpk, n_sims_list=None):
@@ -183,9 +289,19 @@ def forecast(pk, dpk, n_sims_list=None):
     covariance, with the first round(n M / N) derivatives, at least one); default all N.
     Returns a list of (n, F ``[P, P]``, marginal errors ``[P]``).
     """
-    pk, dpk = np.asarray(pk, dtype=np.float64), np.asarray(dpk, dtype=np.float64)
+    where = "forecast"
+    pk = _float_array(pk, "pk", (None, None), "[N, B]", where)
+    n_all, b = pk.shape
+    dpk = _float_array(dpk, "dpk", (None, None, b), f"[M, P, {b}] (B = pk.shape[1])", where)
+    ns = [_check_count(n, "n_sims_list entry", where) for n in n_sims_list or [n_all]]
+    for n in ns:
+        if not b + 2 < n <= n_all:
+            raise ValueError(
+                f"{where}: n_sims_list entry {n} must lie between n_bins + 3 = {b + 3} and "
+                f"the number of simulations in pk, {n_all} (more simulations than bins + 2)"
+            )
     out = []
-    for n in n_sims_list or [len(pk)]:
+    for n in ns:
         m = max(1, round(n * len(dpk) / len(pk)))
         f = fisher_matrix(dpk[:m].mean(0), np.cov(pk[:n], rowvar=False), n_sims=n)
         out.append((n, f, marginal_errors(f)))
@@ -199,6 +315,12 @@ def confidence_ellipse(center, cov, n_sigma: float = 1.0, n_points: int = 200) -
     Delta chi^2 = -2 ln(1 - erf(n_sigma / sqrt 2)), 2.30 for 1 sigma and 6.18 for 2.
     Returns ``[n_points, 2]``.
     """
+    where = "confidence_ellipse"
+    center = _float_array(center, "center", (2,), "[2]", where)
+    cov = _float_array(cov, "cov", (2, 2), "[2, 2]", where)
+    _check_real(n_sigma, "n_sigma", where, low=0)
+    _check_count(n_points, "n_points", where, minimum=2)
+    _check_covariance(cov, "cov", where)
     p = math.erf(n_sigma / math.sqrt(2.0))
     radius = math.sqrt(-2.0 * math.log(1.0 - p))
     vals, vecs = np.linalg.eigh(np.asarray(cov, dtype=np.float64))
@@ -233,6 +355,11 @@ def seed_responses(
     :func:`simulated_power` (e.g. ``fixed_amplitude=True`` for low-noise derivatives).
     Returns (k ``[B]``, P ``[N, B]``, dP ``[N, 2, B]`` or None) numpy.
     """
+    _check_theta(theta, "seed_responses")
+    _check_config(config, "seed_responses")
+    seeds = [_check_count(s, "seeds entry", "seed_responses", minimum=0) for s in seeds]
+    if not seeds:
+        raise ValueError("seed_responses: seeds must hold at least one seed")
     settings = {"config": asdict(config), "theta": [float(t) for t in theta]}
     if not derivatives:
         settings["derivatives"] = False

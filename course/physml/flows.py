@@ -35,7 +35,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ._checks import _check_count, _check_finite_values, _check_real, _check_shape
 from .cosmology import PRIOR_RANGES
+from .errors import TrainingDiverged
 from .grf import kmag, mode_weights
 
 #: order of the parameters everywhere in this module
@@ -47,7 +49,12 @@ _MIN_DERIV = 1e-3
 # --------------------------------------------------------------------------- 1-D splines
 def cubic_spline(u: Tensor, values: Tensor) -> Tensor:
     """Catmull-Rom cubic spline through ``values`` ``[B, K]`` at the knots 0, 1, ..., K-1,
-    evaluated at ``u`` ``[M]`` (clamped to [0, K-1]). Returns ``[B, M]``. K >= 2."""
+    evaluated at ``u`` ``[M]`` (clamped to [0, K-1]). Returns ``[B, M]``. K >= 2.
+    (Shapes are checked, not values: this is the inner loop of the flows.)"""
+    _check_shape(u, "u", "cubic_spline", (None,), "[M]")
+    _check_shape(values, "values", "cubic_spline", (None, None), "[B, K]")
+    if values.shape[-1] < 2:
+        raise ValueError(f"cubic_spline: values must have K >= 2 knots, got {values.shape[-1]}")
     k = values.shape[-1]
     u = u.clamp(0.0, k - 1.0)
     i = u.floor().long().clamp(max=k - 2)
@@ -66,6 +73,7 @@ def cubic_spline(u: Tensor, values: Tensor) -> Tensor:
 
 def n_rq_params(n_bins: int) -> int:
     """Number of unconstrained parameters of a rational-quadratic spline with n_bins bins."""
+    _check_count(n_bins, "n_bins", "n_rq_params")
     return 3 * n_bins - 1
 
 
@@ -75,7 +83,15 @@ def rq_spline(x: Tensor, params: Tensor, bound: float) -> tuple[Tensor, Tensor]:
 
     x: ``[B, M]``; params: ``[B, 3 n_bins - 1]`` unconstrained (widths, heights, interior
     derivatives; all zero gives the identity). Returns (y ``[B, M]``, log dy/dx ``[B, M]``).
+    (Shapes are checked, not values: this is the inner loop of the flows.)
     """
+    _check_shape(x, "x", "rq_spline", (None, None), "[B, M]")
+    _check_shape(params, "params", "rq_spline", (x.shape[0], None), f"[{x.shape[0]}, 3 n_bins - 1]")
+    if (params.shape[-1] + 1) % 3:
+        raise ValueError(
+            f"rq_spline: params must have 3 n_bins - 1 columns, got {params.shape[-1]}"
+        )
+    _check_real(bound, "bound", "rq_spline", low=0)
     nb = (params.shape[-1] + 1) // 3
     w_raw, h_raw, d_raw = params[:, :nb], params[:, nb : 2 * nb], params[:, 2 * nb :]
     widths = _MIN_BIN + (1 - _MIN_BIN * nb) * torch.softmax(w_raw, -1)
@@ -132,10 +148,17 @@ class FourierFlow(nn.Module):
         dtype=torch.float64,
     ):
         super().__init__()
-        if n % 2 or n < 2:
-            raise ValueError(f"n: expected an even number of cells per side, got {n}")
-        if n_layers < 1 or n_knots < 2 or n_bins < 1:
-            raise ValueError("n_layers >= 1, n_knots >= 2 and n_bins >= 1 are required")
+        where = type(self).__name__
+        n = _check_count(n, "n", where, minimum=2)
+        if n % 2:
+            raise ValueError(f"{where}: n: expected an even number of cells per side, got {n}")
+        _check_real(box_size, "box_size", where, low=0)
+        _check_count(n_layers, "n_layers", where)
+        _check_count(n_knots, "n_knots", where, minimum=2)
+        _check_count(n_bins, "n_bins", where)
+        _check_real(bound, "bound", where, low=0)
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ValueError(f"{where}: dtype must be a floating torch dtype, got {dtype!r}")
         self.n, self.box_size, self.n_layers = n, float(box_size), n_layers
         self.n_knots, self.n_bins, self.bound = n_knots, n_bins, float(bound)
         k = kmag(n, box_size, dtype=dtype)
@@ -154,10 +177,15 @@ class FourierFlow(nn.Module):
     def layer_params(self, batch: int, theta: Tensor | None = None) -> Tensor:
         return self.base.expand(batch, -1, -1)
 
-    def _check(self, x: Tensor) -> None:
+    def _check(self, x: Tensor, where: str) -> None:
         n = self.n
-        if x.dim() != 4 or tuple(x.shape[1:]) != (n, n, n):
-            raise ValueError(f"x: expected shape [B, {n}, {n}, {n}], got {list(x.shape)}")
+        if not torch.is_tensor(x) or x.dim() != 4 or tuple(x.shape[1:]) != (n, n, n):
+            shape = list(x.shape) if torch.is_tensor(x) else type(x).__name__
+            raise ValueError(f"{where}: x: expected shape [B, {n}, {n}, {n}], got {shape}")
+        _check_finite_values(x, "x", where)
+
+    def _check_condition(self, theta: Tensor | None, where: str) -> None:
+        """theta for :meth:`forward` and :meth:`log_prob`; ignored by the unconditional flow."""
 
     def layer(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         """One layer: x ``[B, n, n, n]``, params ``[B, params_per_layer]`` ->
@@ -171,8 +199,14 @@ class FourierFlow(nn.Module):
         return y.view(b, n, n, n), logdet
 
     def forward(self, x: Tensor, theta: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Data to latent: x ``[B, n, n, n]`` -> (z ``[B, n, n, n]``, log |det| ``[B]``)."""
-        self._check(x)
+        """Data to latent: x ``[B, n, n, n]`` -> (z ``[B, n, n, n]``, log |det| ``[B]``).
+        x (and theta) are checked once here; the layers do not check again."""
+        where = f"{type(self).__name__}.forward"
+        self._check(x, where)
+        self._check_condition(theta, where)
+        return self._forward(x, theta)
+
+    def _forward(self, x: Tensor, theta: Tensor | None) -> tuple[Tensor, Tensor]:
         x = x.to(self.base.dtype)
         params = self.layer_params(x.shape[0], theta)
         logdet = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
@@ -183,13 +217,26 @@ class FourierFlow(nn.Module):
 
     def log_prob(self, x: Tensor, theta: Tensor | None = None) -> Tensor:
         """log p(x) (or log p(x | theta)) in nats, ``[B]``; x ``[B, n, n, n]``."""
-        z, logdet = self(x, theta)
+        where = f"{type(self).__name__}.log_prob"
+        self._check(x, where)
+        self._check_condition(theta, where)
+        return self._log_prob(x, theta)
+
+    def _log_prob(self, x: Tensor, theta: Tensor | None) -> Tensor:
+        """:meth:`log_prob` without the checks (the training loop of :func:`fit`)."""
+        z, logdet = self._forward(x, theta)
         n3 = z[0].numel()
         return -0.5 * (z**2).sum(dim=(-3, -2, -1)) - 0.5 * n3 * math.log(2 * math.pi) + logdet
 
     def log_filter(self, k: Tensor, theta: Tensor | None = None) -> Tensor:
         """log of the product of all layers' filters, sum_l log T_l(k); k ``[M]`` h/Mpc.
         Returns ``[B, M]`` (B = 1, or the number of theta rows)."""
+        where = f"{type(self).__name__}.log_filter"
+        _check_shape(k, "k", where, (None,), "[M]")
+        _check_finite_values(k, "k", where)
+        if not bool((k > 0).all()):
+            raise ValueError(f"{where}: k must be > 0 (h/Mpc)")
+        self._check_condition(theta, where)
         b = 1 if theta is None else theta.shape[0]
         params = self.layer_params(b, theta)
         u = (torch.log(k.to(self.base)) - self.log_k_lo) / (self.log_k_hi - self.log_k_lo)
@@ -199,13 +246,35 @@ class FourierFlow(nn.Module):
     @torch.no_grad()
     def initialize(self, x: Tensor) -> None:
         """Data-dependent start: flat filters that give the first layer unit variance,
-        psi the identity. x: ``[B, n, n, n]`` training fields."""
+        psi the identity. x: ``[B, n, n, n]`` training fields (not all equal)."""
+        where = f"{type(self).__name__}.initialize"
+        self._check(x, where)
+        std = x.to(self.base).std()
+        if not std > 0:
+            raise ValueError(f"{where}: x must vary (its standard deviation is {float(std)})")
         self.base.zero_()
-        self.base[0, : self.n_knots] = -torch.log(x.to(self.base).std())
+        self.base[0, : self.n_knots] = -torch.log(std)
+
+
+def _check_theta(theta, where: str) -> None:
+    if not torch.is_tensor(theta) or not theta.is_floating_point():
+        raise ValueError(f"{where}: theta must be a float tensor [B, 2] = (Omega_m, sigma_8)")
+    if theta.dim() < 1 or theta.shape[-1] != 2:
+        raise ValueError(
+            f"{where}: theta must have shape [B, 2] = (Omega_m, sigma_8), got {list(theta.shape)}"
+        )
+    _check_finite_values(theta, "theta", where)
 
 
 def theta_to_unit(theta: Tensor) -> Tensor:
-    """(Omega_m, sigma_8) ``[B, 2]`` -> [-1, 1]^2 over the CAMELS prior box."""
+    """(Omega_m, sigma_8) ``[B, 2]`` -> [-1, 1]^2 over the CAMELS prior box (points outside
+    the box map outside [-1, 1]^2); theta must be finite."""
+    _check_theta(theta, "theta_to_unit")
+    return _theta_to_unit(theta)
+
+
+def _theta_to_unit(theta: Tensor) -> Tensor:
+    """:func:`theta_to_unit` without the check (inside the NPE's training loop)."""
     lo = torch.tensor([PRIOR_RANGES[k][0] for k in THETA_NAMES], dtype=theta.dtype)
     hi = torch.tensor([PRIOR_RANGES[k][1] for k in THETA_NAMES], dtype=theta.dtype)
     lo, hi = lo.to(theta.device), hi.to(theta.device)
@@ -214,7 +283,25 @@ def theta_to_unit(theta: Tensor) -> Tensor:
 
 def log_theta_to_unit(theta: Tensor) -> Tensor:
     """(Omega_m, sigma_8) ``[B, 2]`` -> log theta scaled to [-1, 1]^2 over the CAMELS prior
-    box (the input of the conditional flow's network: P(k) varies smoothly with log theta)."""
+    box (the input of the conditional flow's network: P(k) varies smoothly with log theta).
+    theta must be finite and > 0."""
+    _check_positive_theta(theta, "log_theta_to_unit")
+    return _log_theta_to_unit(theta)
+
+
+def _check_positive_theta(theta, where: str) -> None:
+    """theta ``[B, 2]``, finite and > 0 (one reduction, one synchronisation on a GPU)."""
+    if not torch.is_tensor(theta) or not theta.is_floating_point():
+        raise ValueError(f"{where}: theta must be a float tensor [B, 2] = (Omega_m, sigma_8)")
+    _check_shape(theta, "theta", where, (None, 2), "[B, 2] = (Omega_m, sigma_8)")
+    if not bool((theta > 0).all()):  # False for NaN too
+        _check_finite_values(theta, "theta", where)
+        raise ValueError(f"{where}: theta must be > 0 (its logarithm is taken)")
+    if not bool(torch.isfinite(theta).all()):
+        _check_finite_values(theta, "theta", where)
+
+
+def _log_theta_to_unit(theta: Tensor) -> Tensor:
     lo = torch.tensor([PRIOR_RANGES[k][0] for k in THETA_NAMES], dtype=theta.dtype)
     hi = torch.tensor([PRIOR_RANGES[k][1] for k in THETA_NAMES], dtype=theta.dtype)
     lo, hi = torch.log(lo.to(theta.device)), torch.log(hi.to(theta.device))
@@ -230,6 +317,7 @@ class ConditionalFourierFlow(FourierFlow):
 
     def __init__(self, *args, hidden: int = 64, **kwargs):
         super().__init__(*args, **kwargs)
+        _check_count(hidden, "hidden", "ConditionalFourierFlow")
         dt = self.base.dtype
         out = self.n_layers * self.params_per_layer
         self.net = nn.Sequential(
@@ -242,10 +330,18 @@ class ConditionalFourierFlow(FourierFlow):
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
+    def _check_condition(self, theta: Tensor | None, where: str) -> None:
+        if theta is None:
+            raise ValueError(f"{where}: theta: expected [B, 2] = (Omega_m, sigma_8), got None")
+        _check_positive_theta(theta, where)
+
     def layer_params(self, batch: int, theta: Tensor | None = None) -> Tensor:
         if theta is None or theta.dim() != 2 or theta.shape[-1] != 2:
-            raise ValueError("theta: expected [B, 2] = (Omega_m, sigma_8)")
-        d = self.net(log_theta_to_unit(theta.to(self.base)))
+            got = "None" if theta is None else list(theta.shape)
+            raise ValueError(
+                f"ConditionalFourierFlow: theta: expected [B, 2] = (Omega_m, sigma_8), got {got}"
+            )
+        d = self.net(_log_theta_to_unit(theta.to(self.base)))
         d = d.view(-1, self.n_layers, self.params_per_layer)
         return (self.base + d).expand(batch, -1, -1)
 
@@ -264,8 +360,20 @@ def fit(
     steps (Polyak-Ruppert averaging, which removes most of the minibatch noise).
 
     batches(step) -> (x ``[B, n, n, n]``, theta ``[B, 2]`` or None). Returns the loss per
-    step, -log p per cell in nats.
+    step, -log p per cell in nats. A non-finite loss stops the training with
+    :class:`physml.errors.TrainingDiverged`.
     """
+    if not isinstance(flow, FourierFlow):
+        raise ValueError(f"fit: flow must be a FourierFlow, got {type(flow).__name__}")
+    if not callable(batches):
+        raise ValueError("fit: batches must be a function step -> (x, theta)")
+    steps = _check_count(steps, "steps", "fit")
+    _check_real(lr, "lr", "fit", low=0)
+    _check_real(average_from, "average_from", "fit", low=0, high=1, low_open=False)
+    if int(average_from * steps) >= steps:
+        raise ValueError(
+            f"fit: average_from = {average_from} leaves no step to average over {steps} steps"
+        )
     opt = torch.optim.Adam(flow.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     losses = []
@@ -274,12 +382,20 @@ def fit(
     avg = [torch.zeros_like(p) for p in flow.parameters()]
     for step in tqdm(range(steps), disable=not progress, desc="flow training"):
         x, theta = batches(step)
-        loss = -flow.log_prob(x, theta).mean() / n3
+        if step == 0:  # the first batch in full; later ones through the loss
+            flow._check(x, "fit (batches)")
+            flow._check_condition(theta, "fit (batches)")
+        loss = -flow._log_prob(x, theta).mean() / n3  # checked through the loss below
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
         losses.append(float(loss.detach()))
+        if not math.isfinite(losses[-1]):
+            raise TrainingDiverged(
+                f"fit: the loss is {losses[-1]} at step {step} (lr = {lr}): too large a learning "
+                f"rate, or fields / theta from batches outside the flow's reach"
+            )
         if step >= start:
             with torch.no_grad():
                 for a, p in zip(avg, flow.parameters(), strict=True):
@@ -301,6 +417,13 @@ def filter_times_sqrt_power(
     theta: ``[1, 2]`` for a conditional flow. Returns (k ``[n_bins]`` mean |k| per bin
     h/Mpc, ratio ``[n_bins]``, n_modes ``[n_bins]``, independent modes per bin).
     """
+    where = "filter_times_sqrt_power"
+    n = flow.n
+    _check_shape(power, "power", where, (n, n, n // 2 + 1), f"[{n}, {n}, {n // 2 + 1}]")
+    _check_finite_values(power, "power", where)
+    if not bool((power > 0).all()):
+        raise ValueError(f"{where}: power must be > 0 ((Mpc/h)^3)")
+    _check_count(n_bins, "n_bins", where)
     k = kmag(flow.n, flow.box_size, power.device).reshape(-1)
     w = flow.weights.to(power.device)
     with torch.no_grad():
@@ -321,15 +444,34 @@ def grid_posterior(log_like: Callable[[Tensor], Tensor], lo, hi, n_grid: int = 4
 
     log_like(theta ``[G, 2]``) -> ``[G]`` nats. Returns a dict with ``grid`` (two 1-D axes),
     ``post`` ``[n_grid, n_grid]`` (normalised, index [i_param0, i_param1]), ``mean`` ``[2]``
-    and ``std`` ``[2]``.
+    and ``std`` ``[2]``. A log_like that is NaN anywhere, or -inf everywhere, is refused.
     """
+    where = "grid_posterior"
+    if not callable(log_like):
+        raise ValueError(f"{where}: log_like must be a function theta [G, 2] -> [G]")
+    for name, v in (("lo", lo), ("hi", hi)):
+        if len(v) != 2:
+            raise ValueError(f"{where}: {name} must hold 2 values, got {list(v)}")
+    for j in range(2):
+        a = _check_real(lo[j], f"lo[{j}]", where)
+        _check_real(hi[j], f"hi[{j}]", where, low=a)
+    n_grid = _check_count(n_grid, "n_grid", where, minimum=2)
     axes = [
         torch.linspace(float(a), float(b), n_grid, dtype=torch.float64)
         for a, b in zip(lo, hi, strict=True)
     ]
     g0, g1 = torch.meshgrid(*axes, indexing="ij")
     theta = torch.stack([g0.reshape(-1), g1.reshape(-1)], -1)
-    logp = log_like(theta).detach().to(torch.float64).cpu().reshape(n_grid, n_grid)
+    logp = log_like(theta)
+    if not torch.is_tensor(logp) or logp.shape != (len(theta),):
+        got = list(logp.shape) if torch.is_tensor(logp) else type(logp).__name__
+        raise ValueError(f"{where}: log_like must return [G] = [{len(theta)}], got {got}")
+    logp = logp.detach().to(torch.float64).cpu().reshape(n_grid, n_grid)
+    if bool(torch.isnan(logp).any()) or not bool(torch.isfinite(logp.max())):
+        raise ValueError(
+            f"{where}: log_like is NaN at {int(torch.isnan(logp).sum())} grid points or -inf "
+            f"(or +inf) at its maximum {float(logp.max())}: no posterior on the grid"
+        )
     post = torch.exp(logp - logp.max())
     post = post / post.sum()
     mean = torch.stack([(post * g0).sum(), (post * g1).sum()])
@@ -340,11 +482,20 @@ def grid_posterior(log_like: Callable[[Tensor], Tensor], lo, hi, n_grid: int = 4
 def likelihood_on(flow: FourierFlow, x: Tensor, chunk: int = 256) -> Callable[[Tensor], Tensor]:
     """theta ``[G, 2]`` -> log p(x | theta) ``[G]`` of a conditional flow for one field x
     ``[n, n, n]``, evaluated in chunks of ``chunk`` parameter points (no gradients)."""
+    if not isinstance(flow, ConditionalFourierFlow):
+        raise ValueError(
+            f"likelihood_on: flow must be a ConditionalFourierFlow, got {type(flow).__name__}"
+        )
+    if not torch.is_tensor(x):
+        raise ValueError(f"likelihood_on: x must be a tensor [{flow.n}, {flow.n}, {flow.n}]")
+    flow._check(x.unsqueeze(0), "likelihood_on")
+    _check_count(chunk, "chunk", "likelihood_on")
 
     def log_like(theta: Tensor) -> Tensor:
+        flow._check_condition(theta, "likelihood_on (log_like)")
         with torch.no_grad():
             parts = [
-                flow.log_prob(x.unsqueeze(0).expand(len(t), -1, -1, -1), t.to(x.device))
+                flow._log_prob(x.unsqueeze(0).expand(len(t), -1, -1, -1), t.to(x.device))
                 for t in theta.split(chunk)
             ]
         return torch.cat(parts)
@@ -358,6 +509,9 @@ def zoomed_posterior(
     """:func:`grid_posterior` on a coarse grid over the prior box (the CAMELS ranges, flat
     prior), then twice on a fine grid of +- ``width`` standard deviations (at least two
     steps of the previous grid) around the previous mean, cut to the prior box."""
+    _check_count(n_coarse, "n_coarse", "zoomed_posterior", minimum=2)
+    _check_count(n_fine, "n_fine", "zoomed_posterior", minimum=2)
+    _check_real(width, "width", "zoomed_posterior", low=0)
     lo = [PRIOR_RANGES[k][0] for k in THETA_NAMES]
     hi = [PRIOR_RANGES[k][1] for k in THETA_NAMES]
     res = grid_posterior(log_like, lo, hi, n_coarse)

@@ -14,13 +14,21 @@ potential as the independent check (pyro-ppl, the ``supplements`` extra).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from ._checks import _check_count, _check_finite_values, _check_real, _check_shape
+
 #: an energy error above this many nats counts as a divergent trajectory (as in Stan, pyro)
 DIVERGENCE_THRESHOLD = 1000.0
+
+
+class ChainsStuck(RuntimeError):
+    """No chain of a sampler accepted a single proposal: its "samples" would all be the
+    starting points (the message gives the acceptance, the divergences and the step size)."""
 
 
 @dataclass
@@ -46,10 +54,54 @@ def _value_and_grad(potential, q: torch.Tensor):
     return u.detach(), g
 
 
+def _check_potential(potential, where: str) -> None:
+    if not callable(potential):
+        raise ValueError(f"{where}: potential must be callable, got {type(potential).__name__}")
+
+
+def _check_init(init, where: str, shape: tuple, text: str) -> None:
+    if not torch.is_tensor(init) or not init.is_floating_point():
+        raise ValueError(f"{where}: init must be a float tensor of shape {text}, got {init!r}")
+    _check_shape(init, "init", where, shape, text)
+    _check_finite_values(init, "init", where)
+
+
 def leapfrog(potential, q, p, grad_u, step_size, n_steps: int, inv_mass):
     """``n_steps`` leapfrog steps of size ``step_size`` (a float or ``[C, 1]``) from (q, p)
     with the kinetic energy ``p^T M^-1 p / 2``, M^-1 = diag(inv_mass ``[D]``).
     q, p, grad_u: ``[C, D]``. Returns (q, p, U(q), grad U(q))."""
+    _check_potential(potential, "leapfrog")
+    for name, x in (("q", q), ("p", p), ("grad_u", grad_u)):
+        _check_shape(x, name, "leapfrog", (None, None), "[chains, dim]")
+        _check_finite_values(x, name, "leapfrog")
+    if q.shape != p.shape or q.shape != grad_u.shape:
+        raise ValueError(
+            f"leapfrog: q, p and grad_u must have one shape [chains, dim], got "
+            f"{list(q.shape)}, {list(p.shape)}, {list(grad_u.shape)}"
+        )
+    if torch.is_tensor(step_size):
+        _check_finite_values(step_size, "step_size", "leapfrog")
+        if not bool((step_size > 0).all()):
+            raise ValueError(f"leapfrog: step_size must be > 0, got {step_size.tolist()}")
+    else:
+        _check_real(step_size, "step_size", "leapfrog", low=0)
+    n_steps = _check_count(n_steps, "n_steps", "leapfrog")
+    inv_mass = _check_inv_mass(inv_mass, q.shape[1], "leapfrog")
+    return _leapfrog(potential, q, p, grad_u, step_size, n_steps, inv_mass)
+
+
+def _check_inv_mass(inv_mass, dim: int, where: str) -> torch.Tensor:
+    if not torch.is_tensor(inv_mass):
+        raise ValueError(f"{where}: inv_mass must be a tensor [{dim}], got {inv_mass!r}")
+    _check_shape(inv_mass, "inv_mass", where, (dim,), f"[{dim}] (one per parameter)")
+    _check_finite_values(inv_mass, "inv_mass", where)
+    if not bool((inv_mass > 0).all()):
+        raise ValueError(f"{where}: inv_mass must be > 0, got {inv_mass.tolist()}")
+    return inv_mass
+
+
+def _leapfrog(potential, q, p, grad_u, step_size, n_steps: int, inv_mass):
+    """:func:`leapfrog` without the checks of its arguments (the loop of :func:`hmc`)."""
     p = p - 0.5 * step_size * grad_u
     for i in range(n_steps):
         q = q + step_size * inv_mass * p
@@ -81,11 +133,22 @@ def hmc(
     During the ``n_warmup`` iterations the step size (one per chain) is tuned by dual
     averaging towards ``target_accept``; warm-up draws are discarded. Returns an
     :class:`HMCResult` with ``n_samples`` draws per chain.
+
+    The arguments are checked once, before the first iteration (the potential and its
+    gradient must be finite at every starting point). Chains that accept no proposal while
+    sampling never moved: if every chain is stuck, :class:`ChainsStuck` is raised instead
+    of returning the starting points as samples; if some are, a RuntimeWarning names them.
     """
-    if init.dim() != 2:
-        raise ValueError(f"hmc: init must be [chains, dim], got {tuple(init.shape)}")
-    if n_samples < 1 or n_warmup < 0 or n_steps < 1 or step_size <= 0:
-        raise ValueError("hmc: need n_samples >= 1, n_warmup >= 0, n_steps >= 1, step_size > 0")
+    _check_potential(potential, "hmc")
+    _check_init(init, "hmc", (None, None), "[chains, dim]")
+    n_samples = _check_count(n_samples, "n_samples", "hmc")
+    n_warmup = _check_count(n_warmup, "n_warmup", "hmc", minimum=0)
+    n_steps = _check_count(n_steps, "n_steps", "hmc")
+    _check_real(step_size, "step_size", "hmc", low=0)
+    _check_real(target_accept, "target_accept", "hmc", low=0, high=1)
+    seed = _check_count(seed, "seed", "hmc", minimum=0)
+    if inv_mass is not None:
+        _check_inv_mass(inv_mass, init.shape[1], "hmc")
     import time
 
     from tqdm.auto import tqdm
@@ -105,6 +168,7 @@ def hmc(
 
     q = init.detach().clone()
     u, g = _value_and_grad(potential, q)
+    _check_start(u, g, n_chains, "hmc")
     eps = torch.full((n_chains, 1), float(step_size), dtype=init.dtype, device=init.device)
     # dual averaging state (Hoffman & Gelman 2014, algorithm 5)
     mu, h_bar, log_eps_bar = torch.log(10 * eps), torch.zeros_like(eps), torch.zeros_like(eps)
@@ -117,7 +181,7 @@ def hmc(
         p = randn(n_chains, dim) * sqrt_mass
         h0 = u + 0.5 * (p * p * inv_mass).sum(-1)
         n_leap = int(torch.randint(1, n_steps + 1, (1,), generator=gen))
-        q1, p1, u1, g1 = leapfrog(potential, q, p, g, eps, n_leap, inv_mass)
+        q1, p1, u1, g1 = _leapfrog(potential, q, p, g, eps, n_leap, inv_mass)
         h1 = u1 + 0.5 * (p1 * p1 * inv_mass).sum(-1)
         dh = torch.nan_to_num(h1 - h0, nan=math.inf)
         divergent = dh > DIVERGENCE_THRESHOLD
@@ -138,6 +202,7 @@ def hmc(
             samples[:, it - n_warmup] = q
             accepted += accept.to(accepted.dtype)
             divergences += divergent.to(torch.int64)
+    _check_moved(accepted / n_samples, divergences, eps.flatten(), n_samples, "hmc")
     return HMCResult(
         samples=samples,
         accept_rate=accepted / n_samples,
@@ -145,6 +210,51 @@ def hmc(
         step_size=float(eps.mean()),
         n_steps=n_steps,
         seconds=time.perf_counter() - t0,
+    )
+
+
+def _check_start(u: torch.Tensor, g: torch.Tensor, n_chains: int, where: str) -> None:
+    """The potential ``u`` ``[C]`` and its gradient ``g`` ``[C, D]`` at the starting points."""
+    if u.shape != (n_chains,):
+        raise ValueError(
+            f"{where}: potential must map init [chains, dim] to [chains], got shape "
+            f"{list(u.shape)} for {n_chains} chains"
+        )
+    bad = ~(torch.isfinite(u) & torch.isfinite(g).all(-1))
+    if bool(bad.any()):
+        chains = torch.nonzero(bad).flatten().tolist()
+        raise ValueError(
+            f"{where}: potential (or its gradient) is not finite at init for chain(s) "
+            f"{chains} of {n_chains} (U = {u[bad].tolist()}); start every chain where the "
+            f"potential is finite"
+        )
+
+
+def _check_moved(accept_rate, divergences, step_size, n_samples: int, where: str) -> None:
+    """Raise :class:`ChainsStuck` if no chain accepted a proposal while sampling (each
+    chain's samples would be its starting point), warn if some did not. accept_rate,
+    divergences, step_size: ``[C]``."""
+    stuck = (accept_rate == 0).cpu()
+    if not bool(stuck.any()):
+        return
+    chains = torch.nonzero(stuck).flatten().tolist()
+    div = divergences.cpu()[stuck].tolist()
+    eps = [float(f"{e:.3g}") for e in step_size.detach().cpu()[stuck].tolist()]
+    detail = (
+        f"(divergent transitions {div} of {n_samples}, step size after warm-up {eps}): "
+        f"the potential is probably not finite, or not differentiable, around the chains, or "
+        f"step_size / n_warmup do not suit it"
+    )
+    if bool(stuck.all()):
+        raise ChainsStuck(
+            f"{where}: no chain accepted any of its {n_samples} proposals {detail}; the "
+            f"samples would all be the starting points"
+        )
+    warnings.warn(
+        f"{where}: chain(s) {chains} of {len(stuck)} accepted none of their {n_samples} "
+        f"proposals {detail}; their samples are their starting points",
+        RuntimeWarning,
+        stacklevel=3,
     )
 
 
@@ -158,17 +268,28 @@ def find_map(
     steps of learning rate ``lr`` first (robust far from the mode), then L-BFGS with a
     strong-Wolfe line search for at most ``max_iter`` iterations (fast near it). If L-BFGS
     leaves the finite region or ends higher than it started, the Adam point is returned.
-    Returns ``[D]``."""
+    The potential must be finite at ``init``. Returns ``[D]``."""
+    _check_potential(potential, "find_map")
+    _check_init(init, "find_map", (None,), "[D]")
+    _check_count(max_iter, "max_iter", "find_map")
+    _check_count(n_adam, "n_adam", "find_map", minimum=0)
+    _check_real(lr, "lr", "find_map", low=0)
     q = init.detach().clone().requires_grad_(True)
     if n_adam > 0:
         adam = torch.optim.Adam([q], lr=lr)
-        for _ in range(n_adam):
+        for i in range(n_adam):
             adam.zero_grad()
-            potential(q).backward()
+            u = potential(q)
+            if i == 0:
+                _check_map_start(u)
+            u.backward()
             adam.step()
     start = q.detach().clone()
     with torch.no_grad():
-        u_start = float(potential(start))
+        u0 = potential(start)
+    if n_adam == 0:
+        _check_map_start(u0)
+    u_start = float(u0)
     opt = torch.optim.LBFGS(
         [q],
         lr=1.0,
@@ -195,11 +316,25 @@ def find_map(
     return q.detach()
 
 
+def _check_map_start(u: torch.Tensor) -> None:
+    if u.dim() != 0:
+        raise ValueError(f"find_map: potential must map init [D] to a scalar, got {list(u.shape)}")
+    if not bool(torch.isfinite(u)):
+        raise ValueError(f"find_map: potential is not finite at init (U = {float(u.detach())})")
+
+
 def laplace(potential, theta_map: torch.Tensor) -> torch.Tensor:
     """Covariance ``[D, D]`` of the Laplace approximation at the mode ``theta_map`` ``[D]``:
     the inverse Hessian of the potential. Fails with a clear message if the Hessian is not
-    positive definite (not a mode, or a flat direction)."""
+    finite or not positive definite (not a mode, or a flat direction)."""
+    _check_potential(potential, "laplace")
+    if not torch.is_tensor(theta_map) or not theta_map.is_floating_point():
+        raise ValueError(f"laplace: theta_map must be a float tensor [D], got {theta_map!r}")
+    _check_shape(theta_map, "theta_map", "laplace", (None,), "[D]")
+    _check_finite_values(theta_map, "theta_map", "laplace")
     hess = torch.autograd.functional.hessian(potential, theta_map.detach())
+    if not bool(torch.isfinite(hess).all()):
+        raise ValueError("laplace: the Hessian of the potential is not finite at theta_map")
     hess = 0.5 * (hess + hess.T)
     evals = torch.linalg.eigvalsh(hess)
     if evals.min() <= 0:
@@ -217,7 +352,16 @@ def whiten(potential, mean: torch.Tensor, cov: torch.Tensor):
     ``to_theta`` maps z ``[..., D]`` to theta. HMC with an identity mass matrix in z is HMC
     with the dense mass matrix cov^-1 in theta.
     """
-    chol = torch.linalg.cholesky(cov)
+    _check_potential(potential, "whiten")
+    if not torch.is_tensor(mean) or not torch.is_tensor(cov):
+        raise ValueError("whiten: mean [D] and cov [D, D] must be tensors")
+    (dim,) = _check_shape(mean, "mean", "whiten", (None,), "[D]")
+    _check_shape(cov, "cov", "whiten", (dim, dim), f"[{dim}, {dim}] (D = len(mean))")
+    _check_finite_values(mean, "mean", "whiten")
+    _check_finite_values(cov, "cov", "whiten")
+    chol, info = torch.linalg.cholesky_ex(cov)
+    if int(info) != 0:
+        raise ValueError("whiten: cov must be symmetric positive definite (Cholesky failed)")
 
     def to_theta(z):
         return mean + z @ chol.T
@@ -231,12 +375,16 @@ def whiten(potential, mean: torch.Tensor, cov: torch.Tensor):
 # --------------------------------------------------------------------------- diagnostics
 
 
-def _as_chains(x) -> np.ndarray:
+def _as_chains(x, where: str) -> np.ndarray:
     x = x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
     if x.ndim == 2:
         x = x[..., None]
-    if x.ndim != 3 or x.shape[1] < 4:
-        raise ValueError(f"expected samples [chains, draws >= 4, dim], got {x.shape}")
+    if x.ndim != 3 or x.shape[1] < 4 or x.dtype.kind not in "fiu":
+        raise ValueError(
+            f"{where}: samples must be numbers of shape [chains, draws >= 4, dim], got "
+            f"{x.dtype} {list(x.shape)}"
+        )
+    _check_finite_values(x, "samples", where)
     return x.astype(np.float64)
 
 
@@ -244,7 +392,7 @@ def split_rhat(samples) -> np.ndarray:
     """Split R-hat of ``[C, S, D]`` (or ``[C, S]``) samples, ``[D]``: each chain is cut in
     two halves, and R-hat = sqrt(((S'-1)/S' W + B/S') / W) with W the mean within-half
     variance and B/S' the variance of the half means (BDA3, eq. 11.4)."""
-    x = _as_chains(samples)
+    x = _as_chains(samples, "split_rhat")
     half = x.shape[1] // 2
     x = np.concatenate([x[:, :half], x[:, -half:]], 0)  # [2C, S', D]
     n = x.shape[1]
@@ -257,7 +405,7 @@ def effective_sample_size(samples) -> np.ndarray:
     """Effective sample size of ``[C, S, D]`` samples, ``[D]``: C S / (1 + 2 sum_t rho_t),
     with the autocorrelations rho_t combined over chains (BDA3, eq. 11.7; Stan's estimator)
     and the sum of pairs rho_2k + rho_2k+1 made positive and monotone (Geyer 1992)."""
-    x = _as_chains(samples)
+    x = _as_chains(samples, "effective_sample_size")
     c, s, d = x.shape
     xc = x - x.mean(1, keepdims=True)
     f = np.fft.rfft(xc, n=2 * s, axis=1)
@@ -277,7 +425,11 @@ def effective_sample_size(samples) -> np.ndarray:
 def summarize(samples, names=None) -> dict:
     """Posterior mean, sd, Monte Carlo standard error (sd / sqrt(ESS)), ESS and split R-hat
     of ``[C, S, D]`` samples, each ``[D]`` (dict of arrays, plus ``names``)."""
-    x = _as_chains(samples)
+    x = _as_chains(samples, "summarize")
+    if names is not None and len(names) != x.shape[-1]:
+        raise ValueError(
+            f"summarize: names must have one entry per parameter ({x.shape[-1]}), got {len(names)}"
+        )
     flat = x.reshape(-1, x.shape[-1])
     ess = effective_sample_size(x)
     sd = flat.std(0, ddof=1)
@@ -319,7 +471,15 @@ def nuts(
 ) -> NUTSResult:
     """pyro-ppl's NUTS (``pyro.infer.mcmc.NUTS(potential_fn=...)``) on the same potential,
     one chain after the other from each row of ``init`` ``[C, D]`` (needs the
-    ``supplements`` extra). The potential takes ``[D]`` and returns a scalar."""
+    ``supplements`` extra). The potential takes ``[D]`` and returns a scalar. As for
+    :func:`hmc`, :class:`ChainsStuck` is raised if no chain moved, a warning if some did
+    not."""
+    _check_potential(potential, "nuts")
+    _check_init(init, "nuts", (None, None), "[chains, dim]")
+    _check_count(n_samples, "n_samples", "nuts")
+    _check_count(n_warmup, "n_warmup", "nuts", minimum=0)
+    _check_count(seed, "seed", "nuts", minimum=0)
+    _check_count(max_tree_depth, "max_tree_depth", "nuts")
     try:
         import pyro
         from pyro.infer.mcmc import MCMC, NUTS
@@ -350,6 +510,7 @@ def nuts(
         div.append(sum(len(v) for v in diag["divergences"].values()))
         acc.append(float(np.mean(list(diag["acceptance rate"].values()))))
         steps.append(float(kernel.step_size))
+    _check_moved(torch.tensor(acc), torch.tensor(div), torch.tensor(steps), n_samples, "nuts")
     return NUTSResult(
         samples=torch.stack(draws),
         divergences=torch.tensor(div),

@@ -26,10 +26,17 @@ import zuko
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from ._checks import (
+    _check_count,
+    _check_finite_values,
+    _check_real,
+    _check_shape,
+    _check_within,
+)
 from .baselines import summary_statistics
 from .cosmology import PRIOR_RANGES
 from .experiment import LECTURE_HPARAMS  # the lecture model's sizes
-from .flows import THETA_NAMES, theta_to_unit
+from .flows import THETA_NAMES, _theta_to_unit
 from .models import MPGNN, GlobalModel
 from .training import make_trainer
 
@@ -40,7 +47,17 @@ _EDGE = 1e-6
 
 
 def unit_to_theta(u: Tensor) -> Tensor:
-    """Inverse of :func:`physml.flows.theta_to_unit`: [-1, 1]^2 -> (Omega_m, sigma_8)."""
+    """Inverse of :func:`physml.flows.theta_to_unit`: [-1, 1]^2 -> (Omega_m, sigma_8).
+
+    u: ``[..., 2]``, finite and inside [-1, 1]^2 (to a few float eps): a u outside would
+    give a theta outside the prior box. Returns ``[..., 2]``."""
+    where = "unit_to_theta"
+    if not torch.is_tensor(u) or not u.is_floating_point() or u.dim() < 1 or u.shape[-1] != 2:
+        got = list(u.shape) if torch.is_tensor(u) else type(u).__name__
+        raise ValueError(f"{where}: u must be a float tensor [..., 2], got {got}")
+    _check_finite_values(u, "u", where)
+    tol = 8 * torch.finfo(u.dtype).eps
+    _check_within(u, "u", where, [-1, -1], [1, 1], "the unit box", tol=tol)
     lo, hi = _LO.to(u), _HI.to(u)
     return lo + (u + 1) * (hi - lo) / 2
 
@@ -53,6 +70,7 @@ class GraphEmbedding(nn.Module):
 
     def __init__(self, context: int = 16, embedding: str = "invariant"):
         super().__init__()
+        _check_count(context, "context", "GraphEmbedding")
         h = {k: v for k, v in LECTURE_HPARAMS.items() if k != "lr"}
         self.gnn = MPGNN(**h, n_targets=2, embedding=embedding)
         self.gnn.readout = GlobalModel(h["hidden_size"], 1, h["hidden_size"], context)
@@ -66,6 +84,9 @@ class SummaryEmbedding(nn.Module):
 
     def __init__(self, n_features: int, context: int = 16, hidden: int = 64):
         super().__init__()
+        _check_count(n_features, "n_features", "SummaryEmbedding")
+        _check_count(context, "context", "SummaryEmbedding")
+        _check_count(hidden, "hidden", "SummaryEmbedding")
         self.net = nn.Sequential(
             nn.Linear(n_features, hidden), nn.SiLU(), nn.Linear(hidden, context)
         )
@@ -107,6 +128,12 @@ class NPE(pl.LightningModule):
         weight_decay: float = 1e-4,
     ):
         super().__init__()
+        if not isinstance(embedding, nn.Module):
+            raise ValueError(f"NPE: embedding must be an nn.Module, got {type(embedding).__name__}")
+        for name, v in (("context", context), ("transforms", transforms), ("hidden", hidden)):
+            _check_count(v, name, "NPE")
+        _check_real(lr, "lr", "NPE", low=0)
+        _check_real(weight_decay, "weight_decay", "NPE", low=0, low_open=False)
         self.save_hyperparameters(ignore=["embedding"])
         self.embedding = embedding
         self.flow = zuko.flows.NSF(2, context, transforms=transforms, hidden_features=[hidden] * 2)
@@ -115,9 +142,11 @@ class NPE(pl.LightningModule):
 
     def log_prob(self, batch) -> Tensor:
         """log q(theta_true | x) ``[B]`` in nats per unit of (Omega_m, sigma_8); -inf
-        outside the prior box."""
+        outside the prior box (and for a NaN theta). Shapes are checked, values not (this is
+        the training loop; :func:`summary_loaders` checks the labels once)."""
         x, theta = _inputs_and_theta(batch)
-        u = theta_to_unit(theta.float())
+        _check_shape(theta, "theta", "NPE.log_prob", (None, 2), "[B, 2] = (Omega_m, sigma_8)")
+        u = _theta_to_unit(theta.float())
         inside = (u.abs() < 1).all(-1)
         u = u.clamp(-1 + _EDGE, 1 - _EDGE)
         # log |dv / du| = -sum log(1 - u^2) for v = atanh(u)
@@ -148,6 +177,7 @@ class NPE(pl.LightningModule):
         Returns (samples ``[n_samples, n_items, 2]``, theta_true ``[n_items, 2]``), both in
         (Omega_m, sigma_8), numpy float64.
         """
+        _check_count(n_samples, "n_samples", "NPE.sample")
         self.eval()
         out, true = [], []
         for batch in loader:
@@ -166,8 +196,18 @@ class NPE(pl.LightningModule):
 # --------------------------------------------------------------------------- data
 def summary_loaders(cset, split: dict, batch_size: int = 32, features=None) -> dict:
     """DataLoaders of (standardised summary statistics ``[F]``, theta ``[2]``) per part of
-    the split; standardised with the training part's mean and std."""
+    the split; standardised with the training part's mean and std. The labels (Omega_m,
+    sigma_8) must be finite (no unknown Omega_m) and the features finite."""
+    where = "summary_loaders"
+    _check_count(batch_size, "batch_size", where)
+    if not isinstance(split, dict) or "train" not in split:
+        raise ValueError(f"{where}: split must be a dict of index arrays with a 'train' part")
     f = summary_statistics(cset) if features is None else np.asarray(features)
+    _check_shape(f, "features", where, (len(cset.params), None), f"[{len(cset.params)}, F]")
+    _check_finite_values(f, "features", where)
+    _check_finite_values(
+        np.asarray(cset.params)[:, [0, 1]], "cset.params (Omega_m, sigma_8)", where
+    )
     tr = f[split["train"]]
     mean, std = tr.mean(0), tr.std(0) + 1e-8
     theta = cset.params[:, [0, 1]]  # params = (Omega_m, sigma_8)
@@ -196,7 +236,14 @@ def fit_npe(
     ``loaders["train"]``, early stopping on ``loaders["val"]``; returns the best model
     (lowest validation loss)."""
     if kind not in ("gnn", "summary"):
-        raise ValueError(f"kind: expected 'gnn' or 'summary', got {kind!r}")
+        raise ValueError(f"fit_npe: kind: expected 'gnn' or 'summary', got {kind!r}")
+    if not isinstance(loaders, dict) or not {"train", "val"} <= set(loaders):
+        raise ValueError("fit_npe: loaders must be a dict with 'train' and 'val' loaders")
+    _check_count(epochs, "epochs", "fit_npe")
+    _check_count(seed, "seed", "fit_npe", minimum=0)
+    _check_real(lr, "lr", "fit_npe", low=0)
+    if kind == "summary":
+        _check_count(n_features, "n_features (needed for kind='summary')", "fit_npe")
     trainer = make_trainer(
         epochs, Path(out_dir), patience=10, fast=fast, progress=progress, seed=seed, logger=False
     )
@@ -214,11 +261,30 @@ def fit_npe(
 
 
 # --------------------------------------------------------------------------- diagnostics
+def _check_posteriors(samples, theta, where: str, min_samples: int = 1):
+    """samples ``[S, n, 2]`` and theta ``[n, 2]``, numbers, finite; returns them as arrays."""
+    samples, theta = np.asarray(samples), np.asarray(theta)
+    for name, arr in (("samples", samples), ("theta", theta)):
+        if arr.dtype.kind not in "fiu":
+            raise ValueError(f"{where}: {name} must be numbers, got {arr.dtype}")
+    _check_shape(samples, "samples", where, (None, None, 2), "[S, n, 2]")
+    n_samples, n_items = samples.shape[:2]
+    if n_samples < min_samples:
+        raise ValueError(f"{where}: samples: need S >= {min_samples} samples, got {n_samples}")
+    _check_shape(theta, "theta", where, (n_items, 2), f"[n, 2] with n = {n_items} (samples)")
+    _check_finite_values(samples, "samples", where)
+    _check_finite_values(theta, "theta", where)
+    return samples, theta
+
+
 def tarp_coverage(samples: np.ndarray, theta: np.ndarray, seed: int = 0):
     """TARP expected coverage (``tarp.get_tarp_coverage`` with random references in the
     normalised parameter box). samples ``[S, n, 2]``, theta ``[n, 2]``.
     Returns (credibility levels alpha, expected coverage ecp), ``[n // 10 + 1]`` each."""
     import tarp
+
+    samples, theta = _check_posteriors(samples, theta, "tarp_coverage")
+    _check_count(seed, "seed", "tarp_coverage", minimum=0)
 
     lo, hi = _LO.double().numpy(), _HI.double().numpy()
     s = (samples - lo) / (hi - lo)
@@ -248,11 +314,10 @@ def tarp_noise(
 
     samples ``[S, n, 2]``, theta ``[n, 2]``, S >= 2.
     """
+    samples, theta = _check_posteriors(samples, theta, "tarp_noise", min_samples=2)
+    n_draws = _check_count(n_draws, "n_draws", "tarp_noise")
+    _check_count(seed, "seed", "tarp_noise", minimum=0)
     n_samples, n_items = samples.shape[:2]
-    if n_samples < 2 or theta.shape != (n_items, 2):
-        raise ValueError(
-            f"samples [S >= 2, n, 2] and theta [n, 2]: got {samples.shape}, {theta.shape}"
-        )
     rng = np.random.default_rng(seed)
     items = np.arange(n_items)
     boot, calibrated = np.empty(n_draws), np.empty(n_draws)
@@ -270,17 +335,35 @@ def tarp_noise(
 def sbc_ranks(samples: np.ndarray, theta: np.ndarray) -> np.ndarray:
     """Rank of each true value among its posterior samples, per parameter: ``[n, 2]``
     integers in [0, S]; uniform for a calibrated posterior (simulation-based calibration)."""
+    samples, theta = _check_posteriors(samples, theta, "sbc_ranks")
     return (samples < theta[None]).sum(0)
 
 
 def marginal_widths(samples: np.ndarray) -> np.ndarray:
-    """Posterior standard deviation of each parameter for each item, ``[n, 2]``."""
+    """Posterior standard deviation of each parameter for each item, ``[n, 2]``; samples
+    ``[S >= 2, n, 2]``."""
+    samples = np.asarray(samples)
+    _check_shape(samples, "samples", "marginal_widths", (None, None, 2), "[S, n, 2]")
+    if samples.shape[0] < 2:
+        raise ValueError(f"marginal_widths: samples: need S >= 2, got {samples.shape[0]}")
+    _check_finite_values(samples, "samples", "marginal_widths")
     return samples.std(0)
 
 
 def rank_histogram_chi2(ranks: np.ndarray, n_samples: int, n_bins: int = 10) -> np.ndarray:
     """Pearson chi^2 of the rank histogram against uniform, per parameter ``[2]``
-    (expected value n_bins - 1 for calibrated posteriors)."""
+    (expected value n_bins - 1 for calibrated posteriors). ranks: ``[n, P]`` integers in
+    [0, n_samples] (:func:`sbc_ranks`)."""
+    where = "rank_histogram_chi2"
+    n_samples = _check_count(n_samples, "n_samples", where)
+    n_bins = _check_count(n_bins, "n_bins", where)
+    ranks = np.asarray(ranks)
+    _check_shape(ranks, "ranks", where, (None, None), "[n, P]")
+    if ranks.dtype.kind not in "iu" or ranks.min() < 0 or ranks.max() > n_samples:
+        raise ValueError(
+            f"{where}: ranks must be integers in [0, n_samples = {n_samples}], got "
+            f"{ranks.dtype} in [{ranks.min()}, {ranks.max()}]"
+        )
     edges = np.linspace(0, n_samples + 1, n_bins + 1)
     out = []
     for j in range(ranks.shape[1]):
@@ -292,5 +375,13 @@ def rank_histogram_chi2(ranks: np.ndarray, n_samples: int, n_bins: int = 10) -> 
 
 def banana_coordinate(theta: np.ndarray) -> np.ndarray:
     """S_8-like combination sigma_8 Omega_m^0.5 of theta ``[..., 2]``: the direction the
-    halo catalogs constrain best."""
+    halo catalogs constrain best. Omega_m must be >= 0."""
+    theta = np.asarray(theta)
+    if theta.ndim < 1 or theta.shape[-1] != 2:
+        raise ValueError(
+            f"banana_coordinate: theta must have shape [..., 2], got {list(theta.shape)}"
+        )
+    _check_finite_values(theta, "theta", "banana_coordinate")
+    if (theta[..., 0] < 0).any():
+        raise ValueError("banana_coordinate: theta: Omega_m must be >= 0")
     return theta[..., 1] * np.sqrt(theta[..., 0])
