@@ -85,3 +85,8 @@ def test_bad_parameters_refused():
         Cosmology(0.0, 0.8)
     with pytest.raises(ValueError, match="sigma_8"):
         Cosmology(0.3, -0.1)
+    for bad in (float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="sigma_8 must be finite"):
+            Cosmology(0.3, bad)
+    with pytest.raises(ValueError, match="omega_m"):
+        Cosmology(float("nan"), 0.8)

@@ -79,8 +79,8 @@ class Cosmology:
         self.sigma_8 = _as_tensor(sigma_8)
         if not (0.0 < float(self.omega_m.detach()) <= 1.0):
             raise ValueError(f"omega_m must be in (0, 1], got {float(self.omega_m)}")
-        if not float(self.sigma_8.detach()) > 0.0:
-            raise ValueError(f"sigma_8 must be positive, got {float(self.sigma_8)}")
+        if not 0.0 < float(self.sigma_8.detach()) < math.inf:
+            raise ValueError(f"sigma_8 must be finite and positive, got {float(self.sigma_8)}")
         self.omega_b, self.h, self.n_s, self.t_cmb = omega_b, h, n_s, t_cmb
         self.omega_l = 1.0 - self.omega_m
         self._amplitude = None
