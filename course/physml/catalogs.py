@@ -110,6 +110,15 @@ class Catalog:
         """Number of halos ``N``."""
         return int(self.pos.shape[0])
 
+    def digest(self) -> str:
+        """sha256 (hex) of the catalog's content: the halo count, then positions and masses
+        as float32 (velocities and labels left out), so the same halos give the same digest
+        whatever file or label they come with."""
+        h = hashlib.sha256(np.int64(len(self)).tobytes())
+        h.update(np.ascontiguousarray(self.pos, dtype=np.float32).tobytes())
+        h.update(np.ascontiguousarray(self.mass, dtype=np.float32).tobytes())
+        return h.hexdigest()
+
     def as_array(self) -> np.ndarray:
         """``[N, 4]`` float32 = (x, y, z in box units, mass in 1e10 Msun/h); a new array."""
         return np.concatenate([self.pos, self.mass[:, None]], axis=1).astype(np.float32)

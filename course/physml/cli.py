@@ -1,13 +1,18 @@
-"""The ``physml`` command."""
+"""The ``physml`` command.
+
+The arguments are parsed before anything heavy is imported: torch, PyTorch Geometric and
+Lightning are imported inside the command functions, so ``physml --help`` and
+``physml COMMAND --help`` answer at once."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import warnings
 
 from .errors import TrainingDiverged
-from .settings import MASS_CUT
+from .settings import DEFAULT_EPOCHS, FAST_EPOCHS, MASS_CUT
 
 
 def _positive_int(text: str) -> int:
@@ -81,17 +86,24 @@ def _add_info(sub) -> None:
     sub.add_parser(
         "info",
         help="describe the bundled data sets",
-        description="Load the bundled catalog sets (checksums verified) and print a summary.",
+        description=(
+            "Check the sha256 of each bundled catalog set against the package's "
+            "checksums.json, load it and print a summary."
+        ),
     )
 
 
 def _info(args) -> int:
     import numpy as np
 
-    from .datasets import SET_NAMES, load_bundled
+    from .catalogs import load_catalogs
+    from .datasets import SET_NAMES, verify_bundled
 
+    verified = []
     for name in SET_NAMES:
-        cset = load_bundled(name)
+        path, sha, sums_path = verify_bundled(name)
+        verified.append(f"{path.name} {sha[:16]}")
+        cset = load_catalogs(path)
         n = cset.n_halos
         om, s8 = cset.omega_m, cset.sigma_8
         print(
@@ -99,6 +111,7 @@ def _info(args) -> int:
             f"(median {int(np.median(n))}), Omega_m {om.min():.3f}..{om.max():.3f}, "
             f"sigma_8 {s8.min():.3f}..{s8.max():.3f}  [{cset.source}]"
         )
+    print(f"sha256 verified against {sums_path}: {', '.join(verified)} (first 16 hex digits)")
     return 0
 
 
@@ -110,14 +123,13 @@ def _add_train(sub) -> None:
             "Train the message-passing GNN on the fixed train / validation split of the "
             "bundled Latin-hypercube set (or --catalogs), keep the best checkpoint by "
             "validation loss, and evaluate it on the test split. Writes best.ckpt, "
-            "metrics.json, predictions.png and TensorBoard logs into --out, and prints the "
-            "test metrics as JSON."
+            "predictions.png, CSV logs in OUT/csv/ (TensorBoard logs in OUT/tb/ instead when "
+            "tensorboard is installed) and, last, metrics.json (the record that the run "
+            "finished) into --out, and prints the test metrics as JSON."
         ),
     )
     p.add_argument("--embedding", default="invariant", help="cartesian | invariant (invariant)")
     p.add_argument("--target", default="sigma8", help="sigma8 | both (sigma8)")
-    from .experiment import DEFAULT_EPOCHS, FAST_EPOCHS
-
     p.add_argument(
         "--epochs",
         type=_positive_int,
@@ -285,16 +297,38 @@ def error_line(err: BaseException) -> str:
     return " ".join(text.split())
 
 
+def _one_line_warnings(command: str):
+    """A :func:`warnings.showwarning` that prints a warning raised in physml's own code as
+    one line ``physml COMMAND: warning: ...`` (no source line: the message names the file
+    and what looks wrong) and leaves every other warning to ``show``."""
+    import os
+
+    home = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    show = warnings.showwarning
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if os.path.abspath(filename).startswith(home):
+            text = " ".join(str(message).split())
+            print(f"physml {command}: warning: {text}", file=file or sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return showwarning
+
+
 def main(argv=None) -> int:
     """Run the command line. Every expected failure (:data:`EXPECTED_ERRORS`) ends as one
     line ``physml COMMAND: error: ...`` on stderr and exit code 2; bad options exit 2 too
-    (argparse); a bug keeps its traceback."""
+    (argparse); a bug keeps its traceback. A warning of physml's (input that may be
+    intended, e.g. labels outside the prior box) is one line ``physml COMMAND: warning:``."""
     args = build_parser().parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except EXPECTED_ERRORS as err:
-        print(f"physml {args.command}: error: {error_line(err)}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warnings(args.command)
+        try:
+            return COMMANDS[args.command](args)
+        except EXPECTED_ERRORS as err:
+            print(f"physml {args.command}: error: {error_line(err)}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":
