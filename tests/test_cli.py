@@ -372,3 +372,140 @@ def test_evaluate_warns_when_it_scores_training_catalogs(trained, toy_file, tmp_
     save_catalogs(test_only, cset[np.arange(32, 40)])
     assert main(["evaluate", "--checkpoint", str(ckpt), "--catalogs", str(test_only)]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- edges (issue 23)
+def _refused_by_the_parser(argv, capsys, *expected):
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in argv])
+    assert e.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"physml {argv[0]}: error: "), last
+    for text in expected:
+        assert text in last, last
+
+
+@pytest.mark.parametrize("box", ["0", "-25", "nan", "inf"])
+def test_make_dataset_refuses_a_bad_box_before_simulating(box, tmp_path, capsys):
+    out = tmp_path / "data"
+    _refused_by_the_parser(["make-dataset", "--out", out, "--box", box], capsys, "--box", "> 0")
+    assert not out.exists()
+
+
+def test_make_dataset_refuses_a_nan_mass_cut_and_a_coarse_mesh(tmp_path, capsys):
+    out = tmp_path / "data"
+    _refused_by_the_parser(
+        ["make-dataset", "--out", out, "--mass-cut", "nan"], capsys, "--mass-cut"
+    )
+    _fails_in_one_line(
+        ["make-dataset", "--out", out, "--particles", "64", "--mesh", "32", "--quiet"],
+        capsys,
+        "--mesh 32",
+        "n_mesh (32) must be >= n_particles (64)",
+        "force",
+    )
+    assert not out.exists()
+
+
+def test_make_dataset_with_an_empty_plan_names_the_file(tmp_path, capsys):
+    (tmp_path / "plan.json").write_text("")
+    argv = ["make-dataset", "--out", tmp_path, "--n-lh", "1", "--n-cv", "0", "--n-1p", "0"]
+    _fails_in_one_line([*argv, "--quiet"], capsys, str(tmp_path / "plan.json"))
+
+
+def test_a_three_catalog_set_says_how_many_are_needed(toy_file, tmp_path, capsys):
+    from physml.catalogs import load_catalogs
+
+    three = tmp_path / "three.npz"
+    save_catalogs(three, load_catalogs(toy_file)[:3])
+    _fails_in_one_line(
+        ["train", "--catalogs", three, "--fast", "--quiet", "--out", tmp_path / "run"],
+        capsys,
+        "three.npz",
+        "at least 6 catalogs",
+    )
+
+
+def test_an_infinite_edge_limit_is_one_line(trained, toy_file, monkeypatch, capsys):
+    _, ckpt = trained
+    monkeypatch.setenv("PHYSML_MAX_EDGES", "inf")
+    from physml.limits import limit
+
+    with pytest.raises(ValueError, match="PHYSML_MAX_EDGES: expected a positive integer"):
+        limit("PHYSML_MAX_EDGES")
+    rng = np.random.default_rng(0)
+    big = CatalogSet(  # enough halos that the edge count is checked against the limit
+        [Catalog(rng.random((1200, 3), dtype=np.float32), 10 ** rng.uniform(1, 3, 1200))],
+        np.array([[0.3, 0.8]]),
+    )
+    path = toy_file.parent / "big.npz"
+    save_catalogs(path, big)
+    _fails_in_one_line(
+        ["evaluate", "--checkpoint", ckpt, "--catalogs", path], capsys, "PHYSML_MAX_EDGES", "inf"
+    )
+
+
+def test_target_both_with_sigma8_labels_names_the_file_and_the_option(toy_file, tmp_path, capsys):
+    labels = tmp_path / "si8.npy"
+    np.save(labels, np.random.default_rng(0).uniform(0.6, 1.0, 40))
+    _fails_in_one_line(
+        ["train", "--catalogs", toy_file, "--labels", labels, "--target", "both", "--fast"]
+        + ["--quiet", "--out", tmp_path / "run"],
+        capsys,
+        "toy.npz",
+        "si8.npy",
+        "--target both",
+        "Omega_m",
+    )
+    assert not (tmp_path / "run" / "best.ckpt").exists()
+
+
+def test_swapped_labels_are_one_warning_line(trained, toy_file, tmp_path, capsys):
+    from physml.catalogs import load_catalogs
+
+    _, ckpt = trained
+    swapped = tmp_path / "swapped.npy"
+    np.save(swapped, load_catalogs(toy_file).params[32:, ::-1])
+    test_only = tmp_path / "test_only.npz"
+    save_catalogs(test_only, load_catalogs(toy_file)[np.arange(32, 40)])
+    argv = ["evaluate", "--checkpoint", ckpt, "--catalogs", test_only, "--labels", swapped]
+    assert main([str(a) for a in argv]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("physml evaluate: warning: "), err
+    assert "swapped.npy" in err and "look swapped" in err
+
+
+def test_a_killed_run_is_neither_finished_nor_evaluated(toy_file, tmp_path, monkeypatch, capsys):
+    """Killed after best.ckpt is written and before the completion record: the checkpoint
+    says incomplete, evaluate refuses it, a rerun refuses it without --overwrite and
+    finishes it with."""
+    import torch
+
+    from physml import experiment
+
+    out = tmp_path / "run"
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the moment after training, before metrics.json
+
+    monkeypatch.setattr(experiment, "summary", killed)
+    argv = ["train", "--catalogs", toy_file, "--fast", "--quiet", "--out", out]
+    with pytest.raises(KeyboardInterrupt):
+        main([str(a) for a in argv])
+    monkeypatch.undo()
+    assert (out / "best.ckpt").exists() and not (out / "metrics.json").exists()
+    assert torch.load(out / "best.ckpt", weights_only=True)["physml_run"] == "incomplete"
+    _fails_in_one_line(
+        ["evaluate", "--checkpoint", out / "best.ckpt", "--catalogs", toy_file],
+        capsys,
+        "best.ckpt",
+        "did not finish",
+    )
+    _fails_in_one_line(argv, capsys, str(out), "incomplete run", "--overwrite")
+    assert main([str(a) for a in [*argv, "--overwrite"]]) == 0
+    capsys.readouterr()
+    assert torch.load(out / "best.ckpt", weights_only=True)["physml_run"] == "complete"
+    assert json.loads((out / "metrics.json").read_text())["n_catalogs"] > 0
+    assert (
+        main(["evaluate", "--checkpoint", str(out / "best.ckpt"), "--catalogs", str(toy_file)]) == 0
+    )

@@ -404,3 +404,16 @@ def test_make_trainer_average_option(tmp_path):
         make_trainer(3, tmp_path / "c", progress=False, average="swa")
     with pytest.raises(ValueError, match="decay"):
         training.WeightAverage(1.0)
+
+
+def test_load_model_refuses_a_checkpoint_without_its_embedding_key(fitted, tmp_path):
+    """A Cartesian state_dict in a checkpoint that says invariant has the same shapes: only
+    the embedding key tells them apart, so a checkpoint without it is refused."""
+    _, _, last, _ = fitted
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    other = "cartesian" if ckpt["physml_embedding"] == "invariant" else "invariant"
+    relabelled = {k: v for k, v in ckpt.items() if k != "physml_embedding"}
+    relabelled["hyper_parameters"] = dict(ckpt["hyper_parameters"], embedding=other)
+    torch.save(relabelled, tmp_path / "relabelled.ckpt")
+    with pytest.raises(ValueError, match="relabelled.ckpt.*missing key 'physml_embedding'"):
+        load_model(tmp_path / "relabelled.ckpt")

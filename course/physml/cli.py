@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import warnings
 
@@ -23,6 +24,22 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
     return value
+
+
+def _finite_float(low: float, strict: bool):
+    """An argparse type: a finite float > ``low`` (``strict``) or >= ``low``."""
+    bound = f"{'>' if strict else '>='} {low:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not (math.isfinite(value) and (value > low if strict else value >= low)):
+            raise argparse.ArgumentTypeError(f"expected a finite number {bound}, got {text!r}")
+        return value
+
+    return parse
 
 
 def _add_make_dataset(sub) -> None:
@@ -45,10 +62,12 @@ def _add_make_dataset(sub) -> None:
     p.add_argument("--particles", type=int, default=64, help="particles per side (64)")
     p.add_argument("--mesh", type=int, default=128, help="PM mesh cells per side (128)")
     p.add_argument("--steps", type=int, default=20, help="PM time steps to a = 1 (20)")
-    p.add_argument("--box", type=float, default=25.0, help="box side in Mpc/h (25)")
+    p.add_argument(
+        "--box", type=_finite_float(0, strict=True), default=25.0, help="box side in Mpc/h (25)"
+    )
     p.add_argument(
         "--mass-cut",
-        type=float,
+        type=_finite_float(0, strict=False),
         default=MASS_CUT,
         help=f"smallest halo mass kept, Msun/h ({MASS_CUT:.0e})".replace("e+", "e"),
     )
@@ -60,13 +79,17 @@ def _make_dataset(args) -> int:
     from .datasets import make_dataset, write_checksums
     from .simulation import SimulationConfig
 
-    config = SimulationConfig(
-        box_size=args.box,
-        n_particles=args.particles,
-        n_mesh=args.mesh,
-        n_steps=args.steps,
-        mass_cut=args.mass_cut,
-    )
+    try:  # checked before anything is simulated
+        config = SimulationConfig(
+            box_size=args.box,
+            n_particles=args.particles,
+            n_mesh=args.mesh,
+            n_steps=args.steps,
+            mass_cut=args.mass_cut,
+        )
+    except ValueError as err:
+        given = f"--particles {args.particles} --mesh {args.mesh} --steps {args.steps}"
+        raise ValueError(f"{given}: {err}") from err
     make_dataset(
         args.out,
         n_lh=args.n_lh,
@@ -166,10 +189,12 @@ def _add_train(sub) -> None:
 
 def _train(args) -> int:
     from .catalogs import load_catalogs
-    from .experiment import train
+    from .experiment import check_labels, train
     from .graphdata import fast_mode
 
     cset = load_catalogs(args.catalogs, args.labels) if args.catalogs else None
+    if cset is not None and args.labels:
+        check_labels(cset, args.target, f"{args.catalogs} with labels {args.labels}")
     res = train(
         args.out,
         embedding=args.embedding,

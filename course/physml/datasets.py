@@ -256,7 +256,14 @@ def make_dataset(
     }
     plan_path = out / "plan.json"
     if plan_path.exists():
-        old = json.loads(plan_path.read_text())
+        try:
+            old = json.loads(plan_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(
+                f"{plan_path}: not a plan written by physml make-dataset (invalid JSON: {err}); "
+                "it records the settings of the data set in this directory: delete it (and "
+                "parts/ if its catalogs are not this run's) or use another --out"
+            ) from err
         if old != plan:
             raise ValueError(
                 f"{plan_path}: this directory holds a data set made with other settings "

@@ -75,6 +75,47 @@ def _check_choice(name: str, value: str, accepted) -> None:
         raise ValueError(f"{name}: unknown value {value!r}; accepted: {', '.join(accepted)}")
 
 
+def check_labels(cset: CatalogSet, target: str, where: str, index=None) -> None:
+    """Refuse (:class:`ValueError` naming ``where`` and ``--target``) catalogs without a
+    label for a parameter that ``target`` predicts (NaN, e.g. Omega_m with labels of
+    sigma_8 alone); ``index``: the catalogs used (default: all)."""
+    _check_choice("target", target, TARGETS)
+    index = np.arange(len(cset)) if index is None else np.asarray(index, dtype=np.int64)
+    for param in TARGETS[target]:
+        missing = int((~(getattr(cset, param.lower())[index] > 0)).sum())
+        if missing:
+            raise ValueError(
+                f"{where}: --target {target} predicts {param}, but {missing} of the "
+                f"{len(index)} catalogs used have no {param} label (NaN: labels of sigma_8 "
+                "alone?); give (Omega_m, sigma_8) labels (--labels: an [n, 2] .npy or a "
+                "CAMELS table) or use --target sigma8"
+            )
+
+
+def smallest_set(parts=("train", "val", "test")) -> int:
+    """The fewest catalogs whose fixed split (:func:`~physml.graphdata.split_indices`)
+    gives each of ``parts`` at least one catalog."""
+    for n in range(1, 1000):
+        split = split_indices(n, fast=False)
+        if all(len(split[p]) for p in parts):
+            return n
+    raise ValueError(f"parts: no split of fewer than 1000 catalogs fills {parts}")
+
+
+def _check_split(split: dict, parts, n: int, where: str, fixed: bool) -> None:
+    """Refuse an empty part of the split (``fixed``: the default one of ``n`` catalogs)."""
+    empty = [p for p in parts if not len(split.get(p, ()))]
+    if not empty:
+        return
+    if fixed:
+        raise ValueError(
+            f"{where}: {n} catalog(s) are too few to train on: the fixed 70/15/15 split "
+            f"leaves its {' and '.join(empty)} part empty; at least {smallest_set(parts)} "
+            f"catalogs are needed (one or more in each of {', '.join(parts)})"
+        )
+    raise ValueError(f"split: its {' and '.join(empty)} part is empty (needed: {parts})")
+
+
 def _write_outputs(out: Path, metrics: dict, mean, std, true, names, title: str, before=None):
     """``out/predictions.png``, then ``before()`` (if given), then ``out/metrics.json`` last
     and atomically (temporary file + :func:`os.replace`): the completion record of a run."""
@@ -138,19 +179,24 @@ def train(
     _check_choice("evaluate_on", evaluate_on, EVALUATION_SPLITS)
     fast = fast_mode() if fast is None else fast
     cset = load_bundled("lh") if cset is None else cset
+    fixed = split is None
     split = split_indices(len(cset), fast=fast) if split is None else split
     epochs = (FAST_EPOCHS if fast else DEFAULT_EPOCHS) if epochs is None else epochs
     hp = {**LECTURE_HPARAMS, **hparams}
     mass_cut = hp.pop("mass_cut", MASS_CUT)
     out = Path(out)
-    check_masses(cset, mass_cut, cset.source or "catalogs")
+    where = cset.source or "catalogs"
+    parts = ("train", "val", evaluate_on)
+    _check_split(split, parts, len(cset), where, fixed)
+    check_labels(cset, target, where, np.concatenate([split[p] for p in parts]))
+    check_masses(cset, mass_cut, where)
     with run_directory(out, overwrite=overwrite):
         trainer = make_trainer(
             epochs, out, fast=fast, progress=progress, seed=seed, average=average
         )
-        parts = {p: split[p] for p in ("train", "val", evaluate_on)}  # no test in selection
+        used = {p: split[p] for p in parts}  # no test split while selecting
         loaders, norm = make_loaders(
-            cset, parts, hp["r_link"], mass_cut, augment=augment, seed=seed, cache_dir=cache_dir
+            cset, used, hp["r_link"], mass_cut, augment=augment, seed=seed, cache_dir=cache_dir
         )
         model = GNNRegressor(
             embedding=embedding,

@@ -691,7 +691,8 @@ def load_model(checkpoint_path, map_location="cpu") -> GNNRegressor:
     Raises:
         FileNotFoundError: the file does not exist.
         ValueError: not a physml checkpoint (unreadable with ``weights_only=True``, or
-            missing the ``"hyper_parameters"`` / ``"state_dict"`` key), invalid
+            missing the ``"hyper_parameters"``, ``"state_dict"`` or ``"physml_embedding"``
+            key, the last needed to tell the two embeddings' weights apart), invalid
             hyperparameters, or weights mismatched with the hyperparameters.
     """
     path = Path(checkpoint_path)
@@ -722,7 +723,14 @@ def load_model(checkpoint_path, map_location="cpu") -> GNNRegressor:
             f"{path}: hyper_parameters has keys GNNRegressor does not accept: {unknown}"
         )
     recorded = ckpt.get("physml_embedding")
-    if recorded is not None and recorded != hparams.get("embedding", "invariant"):
+    if recorded is None:
+        raise ValueError(
+            f"{path}: not a physml checkpoint (missing key 'physml_embedding', which "
+            "GNNRegressor records on saving): the weights of the cartesian and the invariant "
+            "embedding have the same shapes, so hyper_parameters alone cannot tell which "
+            "these are"
+        )
+    if recorded != hparams.get("embedding", "invariant"):
         raise ValueError(
             f"{path}: the weights were trained with the {recorded!r} embedding but "
             f"hyper_parameters says {hparams.get('embedding')!r}"
