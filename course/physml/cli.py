@@ -168,7 +168,7 @@ def _add_train(sub) -> None:
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace a finished run in --out (refused otherwise)",
+        help="replace a finished or an interrupted run in --out (refused otherwise)",
     )
     p.add_argument("--catalogs", default=None, help="a catalog file instead of the bundled set")
     p.add_argument("--labels", default=None, help="labels file for --catalogs, if separate")
@@ -225,10 +225,11 @@ def _add_evaluate(sub) -> None:
             "params, .npz + a labels .npy, CAMELS groups_NNN.hdf5 + a CosmoAstroSeed table), "
             "with the checkpoint's own preprocessing (mass cut, feature standardisation, "
             "linking radius). Prints one JSON line: epsilon, r2, chi2, coverage_68 and "
-            "coverage_95 per target, and n_catalogs."
+            "coverage_95 per target, and n_catalogs. Warns when the catalogs include (by "
+            "content) the checkpoint's training or validation catalogs."
         ),
     )
-    p.add_argument("--checkpoint", required=True, help="a best.ckpt written by physml train")
+    p.add_argument("--checkpoint", required=True, help="a best.ckpt of a finished physml train run")
     p.add_argument("--catalogs", required=True, help="catalog file or directory")
     p.add_argument("--labels", default=None, help="labels file (.npy or CAMELS table)")
 
