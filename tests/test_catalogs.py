@@ -715,3 +715,100 @@ def test_camels_table_header_in_another_order_and_spelling(tmp_path):
     path.write_text("#Sigma8 Hubble\n0.8 0.7\n")
     with pytest.raises(ValueError, match=_m(path) + ".*Omega_m"):
         read_camels_params(path)
+
+
+# --------------------------------------------------------------------------------------------
+# issue 23: labels against the prior box, corrupt .npy headers, HDF5 external links
+# --------------------------------------------------------------------------------------------
+
+
+def _in_box_params(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.uniform(0.1, 0.5, n), rng.uniform(0.6, 1.0, n)], 1)
+
+
+def test_labels_outside_the_prior_box_warn_and_say_which_column_looks_like_what(tmp_path):
+    import warnings
+
+    rng = np.random.default_rng(3)
+    cats = [_rng_catalog(rng, 5) for _ in range(12)]
+    params = _in_box_params(12)
+    path = tmp_path / "set.npz"
+    save_catalogs(path, CatalogSet(cats, params))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # labels in the box: not a word
+        load_catalogs(path)
+    swapped = tmp_path / "swapped.npy"
+    np.save(swapped, params[:, ::-1])
+    with pytest.warns(UserWarning, match="swapped") as record:
+        load_catalogs(path, labels=swapped)
+    text = str(record[0].message)
+    assert "swapped.npy" in text and "column 0 (Omega_m)" in text
+    assert "column 1 (sigma_8)" in text and "prior of Omega_m" in text
+    # the file's own params swapped: named by its key
+    save_catalogs(tmp_path / "own.npz", CatalogSet(cats, params[:, ::-1].copy()))
+    with pytest.warns(UserWarning, match="own.npz: key 'params'.*swapped"):
+        load_catalogs(tmp_path / "own.npz")
+    # sigma_8 alone with Omega_m's values
+    s8 = tmp_path / "s8.npy"
+    np.save(s8, params[:, 0])
+    with pytest.warns(UserWarning, match="the sigma_8 labels.*prior of Omega_m"):
+        load_catalogs(path, labels=s8)
+    # one column out of its box, not like the other parameter: said, without "swapped"
+    big = tmp_path / "big.npy"
+    np.save(big, params * [1.0, 1.5])
+    with pytest.warns(UserWarning, match=r"column 1 \(sigma_8\) has \d+ of 12") as record:
+        load_catalogs(path, labels=big)
+    assert "swapped" not in str(record[0].message)
+
+
+def test_corrupt_npy_header_inside_an_npz_is_one_clear_error(tmp_path):
+    import zipfile
+
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.full((5, 4), 0.5, np.float32))
+    data = bytearray(buf.getvalue())
+    data[data.index(b"}")] = ord("(")  # an unclosed bracket: tokenize.TokenError in numpy
+    path = tmp_path / "corrupt.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("sim_0.npy", bytes(data))
+    with pytest.raises(ValueError, match=_m(path, "sim_0") + ".*corrupt entry.*header"):
+        load_catalogs(path, labels=np.array([0.8]))
+    # the same damage in a labels .npy
+    labels = tmp_path / "labels.npy"
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.array([0.8]))
+    data = bytearray(buf.getvalue())
+    data[data.index(b"}")] = ord("(")
+    labels.write_bytes(bytes(data))
+    good = _write_npz(tmp_path / "good.npz", sim_0=np.full((3, 4), 0.5, np.float32))
+    with pytest.raises(ValueError, match=_m(labels) + ".*cannot read labels"):
+        load_catalogs(good, labels=labels)
+
+
+def test_hdf5_external_links_are_refused_not_followed(tmp_path):
+    rng = np.random.default_rng(0)
+    other = tmp_path / "elsewhere.hdf5"
+    with h5py.File(other, "w") as f:
+        f["pos"] = rng.random((30, 3)) * 25000
+        f.create_group("Group")["GroupPos"] = rng.random((30, 3)) * 25000
+        f["Group/GroupMass"] = np.full(30, 10.0)
+    one = _write_groups(tmp_path / "groups_000.hdf5", None, np.full(30, 10.0))
+    with h5py.File(one, "a") as f:
+        f["Group/GroupPos"] = h5py.ExternalLink(str(other), "/pos")
+    with pytest.raises(ValueError, match=_m(one, "Group/GroupPos") + ".*external link"):
+        load_catalogs(one)
+    whole = tmp_path / "groups_001.hdf5"
+    with h5py.File(whole, "w") as f:
+        f.create_group("Header").attrs.update({"BoxSize": 25000.0, "Time": 1.0})
+        f["Group"] = h5py.ExternalLink(str(other), "/Group")
+    with pytest.raises(ValueError, match=_m(whole, "Group") + ".*external link"):
+        load_catalogs(whole)
+    # a soft link inside the file is fine
+    soft = _write_groups(
+        tmp_path / "groups_002.hdf5", rng.random((30, 3)) * 25000, None, ngroups=30
+    )
+    with h5py.File(soft, "a") as f:
+        f["masses"] = np.full(30, 10.0)
+        f["Group/GroupMass"] = h5py.SoftLink("/masses")
+    assert load_catalogs(soft)[0].n_halos == 30

@@ -211,3 +211,33 @@ def test_two_runs_with_the_same_settings_write_the_same_bytes(tmp_path):
     assert write_checksums(tmp_path / "a") == write_checksums(tmp_path / "b")
     timings = json.loads((tmp_path / "a" / "timings.json").read_text())["mean_seconds"]
     assert set(timings) == {"lh", "cv"}
+
+
+# --------------------------------------------------------------------------- boundaries (issue 23)
+def test_an_empty_plan_is_refused_naming_the_file(tmp_path):
+    (tmp_path / "plan.json").write_text("")
+    with pytest.raises(ValueError, match=r"plan\.json: not a plan written by physml"):
+        make_dataset(tmp_path, n_lh=1, n_cv=0, n_1p=0, config=TINY, progress=False)
+    assert not list((tmp_path / "parts").glob("*.npz"))  # nothing simulated
+
+
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({"box_size": 0.0}, "box_size must be a finite length > 0"),
+        ({"box_size": -25.0}, "box_size must be a finite length > 0"),
+        ({"box_size": float("nan")}, "box_size must be a finite length > 0"),
+        ({"mass_cut": float("nan")}, "mass_cut must be a finite mass >= 0"),
+        ({"mass_cut": -1.0}, "mass_cut must be a finite mass >= 0"),
+        ({"n_particles": 64, "n_mesh": 32}, r"n_mesh \(32\) must be >= n_particles \(64\)"),
+        ({"linking_length": 0.0}, "linking_length must be a finite number > 0"),
+        ({"min_members": 0}, "min_members must be >= 1"),
+    ],
+)
+def test_simulation_settings_are_refused_before_simulating(changes, expected):
+    with pytest.raises(ValueError, match=expected):
+        SimulationConfig(**changes)
+
+
+def test_a_mesh_as_fine_as_the_particle_grid_is_accepted():
+    assert SimulationConfig(n_particles=32, n_mesh=32).n_mesh == 32

@@ -304,11 +304,17 @@ def test_run_directory_lock_and_overwrite(tmp_path):
             with run_directory(out):
                 pass
     (out / "best.ckpt").write_bytes(b"x")
+    # best.ckpt without the completion record: a run killed midway, never taken as finished
+    with pytest.raises(FileExistsError, match="incomplete run.*--overwrite"):
+        with run_directory(out, overwrite=False):
+            pass
+    (out / "metrics.json").write_text("{}")
     with pytest.raises(FileExistsError, match="finished run"):
         with run_directory(out, overwrite=False):
             pass
     with run_directory(out, overwrite=True):
-        pass
+        # the old record goes first: a rerun stopped now must not look finished
+        assert not (out / "metrics.json").exists()
     # a lock left by a process that died is taken over
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
@@ -318,6 +324,22 @@ def test_run_directory_lock_and_overwrite(tmp_path):
     with run_directory(out):
         assert lock.read_text().split()[0] != dead
     assert not lock.exists()
+
+
+def test_progress_description_counts_epochs_and_bounds_the_time_left(monkeypatch):
+    from types import SimpleNamespace
+
+    bar = training.EpochProgressBar()
+    trainer = SimpleNamespace(current_epoch=0, max_epochs=10)
+    bar._start, bar._first_epoch = 100.0, 0
+    monkeypatch.setattr(training.time, "perf_counter", lambda: 100.0)
+    assert bar.description(trainer) == "Epoch 1/10"  # nothing measured yet
+    trainer.current_epoch = 2  # two epochs took 8 s: 4 s each, 8 epochs still allowed
+    monkeypatch.setattr(training.time, "perf_counter", lambda: 108.0)
+    assert bar.description(trainer) == "Epoch 3/10, at most 32 s left"
+    trainer.current_epoch = 5  # 5 epochs in 150 s: 30 s each, 5 left
+    monkeypatch.setattr(training.time, "perf_counter", lambda: 250.0)
+    assert bar.description(trainer) == "Epoch 6/10, at most 2.5 min left"
 
 
 # --------------------------------------------------------------------------- weight average
@@ -382,3 +404,16 @@ def test_make_trainer_average_option(tmp_path):
         make_trainer(3, tmp_path / "c", progress=False, average="swa")
     with pytest.raises(ValueError, match="decay"):
         training.WeightAverage(1.0)
+
+
+def test_load_model_refuses_a_checkpoint_without_its_embedding_key(fitted, tmp_path):
+    """A Cartesian state_dict in a checkpoint that says invariant has the same shapes: only
+    the embedding key tells them apart, so a checkpoint without it is refused."""
+    _, _, last, _ = fitted
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    other = "cartesian" if ckpt["physml_embedding"] == "invariant" else "invariant"
+    relabelled = {k: v for k, v in ckpt.items() if k != "physml_embedding"}
+    relabelled["hyper_parameters"] = dict(ckpt["hyper_parameters"], embedding=other)
+    torch.save(relabelled, tmp_path / "relabelled.ckpt")
+    with pytest.raises(ValueError, match="relabelled.ckpt.*missing key 'physml_embedding'"):
+        load_model(tmp_path / "relabelled.ckpt")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import tokenize
+import warnings
 
 import numpy as np
 
@@ -82,6 +84,64 @@ def _check_labels(params: np.ndarray, where: str) -> None:
             f"{where}: Omega_m must be finite and > 0 (or NaN when unknown); "
             f"first bad value at row {row}: {float(om[row])}"
         )
+
+
+#: what numpy raises on a damaged ``.npy`` (also inside an ``.npz``): a corrupt header is
+#: parsed with :mod:`tokenize` and :func:`ast.literal_eval`, which raise these two besides
+#: ValueError
+NPY_HEADER_ERRORS = (tokenize.TokenError, SyntaxError)
+
+
+def _check_prior_box(params: np.ndarray, where: str) -> None:
+    """Warn (the input may be intended) when labels ``params`` ``[n, 2]`` = (Omega_m,
+    sigma_8) lie outside the CAMELS prior box of the parameter each column claims to be
+    (:data:`physml.cosmology.PRIOR_RANGES`), saying which column looks like which
+    parameter (e.g. swapped columns). NaN entries (unknown values) are skipped."""
+    from .cosmology import PRIOR_RANGES
+
+    names = ("Omega_m", "sigma_8")
+    inside = {}  # (column, parameter) -> every finite value of the column in its prior
+
+    def within(v: np.ndarray, name: str) -> np.ndarray:
+        lo, hi = PRIOR_RANGES[name]
+        slack = 1e-6 * (hi - lo)
+        return (v >= lo - slack) & (v <= hi + slack)
+
+    columns = {}
+    for i, name in enumerate(names):
+        v = params[:, i][np.isfinite(params[:, i])]
+        if len(v):
+            columns[name] = v
+            for other in names:
+                inside[name, other] = bool(within(v, other).all())
+    parts = []
+    for i, name in enumerate(names):
+        if name not in columns or inside[name, name]:
+            continue
+        v = columns[name]
+        lo, hi = PRIOR_RANGES[name]
+        k = int((~within(v, name)).sum())
+        what = f"column {i} ({name})" if len(columns) == 2 else f"the {name} labels"
+        text = (
+            f"{what} has {k} of {len(v)} values outside its prior [{lo}, {hi}] (they run "
+            f"from {v.min():.3g} to {v.max():.3g})"
+        )
+        other = names[1 - i]
+        if inside[name, other]:
+            text += f"; they all lie in the prior of {other}, {list(PRIOR_RANGES[other])}"
+        parts.append(text)
+    if not parts:
+        return
+    swapped = all(inside.get((n, names[1 - i]), False) for i, n in enumerate(names))
+    hint = (
+        "the two columns look swapped; labels are (Omega_m, sigma_8)"
+        if swapped
+        else "labels are (Omega_m, sigma_8), or sigma_8 alone in a 1-d array"
+    )
+    warnings.warn(
+        f"{where}: labels outside the CAMELS prior box: {'; '.join(parts)}; {hint}",
+        stacklevel=3,
+    )
 
 
 def _describe(arr: np.ndarray) -> str:

@@ -158,6 +158,29 @@ def _scalar_attr(attrs, key: str, name: str, required: bool) -> float | None:
     return float(value.reshape(()))
 
 
+def _check_links(f, key: str, name: str, depth: int = 0) -> None:
+    """Refuse, before anything is opened through it, an HDF5 external link on the way to
+    ``key`` (``Header``, ``Group/GroupPos``, ...): it would read another file. Soft links
+    inside the file are followed (their targets checked the same way)."""
+    import h5py
+
+    parts = [p for p in key.split("/") if p]
+    for i in range(len(parts)):
+        path = "/".join(parts[: i + 1])
+        link = f.get(path, getlink=True)
+        if link is None:
+            return  # missing: the caller says so
+        if isinstance(link, h5py.ExternalLink):
+            raise ValueError(
+                f"{name}: key '{path}': an HDF5 external link to {link.filename}:{link.path}; "
+                "external links are not followed (copy the data into this file)"
+            )
+        if isinstance(link, h5py.SoftLink):
+            if depth > 8:
+                raise ValueError(f"{name}: key '{path}': soft links nested too deep")
+            _check_links(f, link.path, name, depth + 1)
+
+
 def read_group_file(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, float, dict]:
     """One CAMELS FoF file -> (pos ``[N, 3]`` box units, mass ``[N]`` 1e10 Msun/h, vel
     ``[N, 3]`` km/s or None, box size in Mpc/h, per-file meta), all checked."""
@@ -169,6 +192,8 @@ def read_group_file(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | Non
     except OSError as e:
         raise ValueError(f"{name}: not a valid HDF5 file ({e})") from e
     with f:
+        for key in ("Header", "Group/GroupPos", "Group/GroupMass", "Group/GroupVel"):
+            _check_links(f, key, name)
         if "Header" not in f:
             raise ValueError(f"{name}: key 'Header': missing group")
         attrs = f["Header"].attrs

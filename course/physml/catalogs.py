@@ -32,10 +32,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._checks import (
+    NPY_HEADER_ERRORS,
     _as_float32,
     _check_catalog_arrays,
     _check_finite,
     _check_labels,
+    _check_prior_box,
     _describe,
     _first_bad,
     _magic,
@@ -109,6 +111,15 @@ class Catalog:
     def n_halos(self) -> int:
         """Number of halos ``N``."""
         return int(self.pos.shape[0])
+
+    def digest(self) -> str:
+        """sha256 (hex) of the catalog's content: the halo count, then positions and masses
+        as float32 (velocities and labels left out), so the same halos give the same digest
+        whatever file or label they come with."""
+        h = hashlib.sha256(np.int64(len(self)).tobytes())
+        h.update(np.ascontiguousarray(self.pos, dtype=np.float32).tobytes())
+        h.update(np.ascontiguousarray(self.mass, dtype=np.float32).tobytes())
+        return h.hexdigest()
 
     def as_array(self) -> np.ndarray:
         """``[N, 4]`` float32 = (x, y, z in box units, mass in 1e10 Msun/h); a new array."""
@@ -261,12 +272,14 @@ def _read_labels(labels) -> tuple[np.ndarray, str]:
         if _magic(name, 6) == _NPY_MAGIC:
             try:
                 arr = np.load(name, allow_pickle=False)
-            except (ValueError, OSError, EOFError) as e:
+            except (ValueError, OSError, EOFError, *NPY_HEADER_ERRORS) as e:
                 raise ValueError(f"{name}: cannot read labels as .npy without pickle ({e})") from e
         elif _magic(name, 4) in _NPZ_MAGIC or _magic(name) == _HDF5_MAGIC:
             raise ValueError(f"{name}: labels must be a .npy array or a CAMELS parameter table")
         else:
-            return read_camels_params(name), where
+            arr = read_camels_params(name)
+            _check_prior_box(arr, where)
+            return arr, where
     else:
         where = "labels argument"
         arr = np.asarray(labels)
@@ -283,6 +296,7 @@ def _read_labels(labels) -> tuple[np.ndarray, str]:
     if arr.ndim == 1:
         arr = np.stack([np.full_like(arr, np.nan), arr], axis=1)
     _check_labels(arr, where)
+    _check_prior_box(arr, where)
     return arr, where
 
 
@@ -376,8 +390,19 @@ def _npz_declared(npz, key: str, name: str) -> None:
                 shape, _, dtype = np.lib.format.read_array_header_1_0(f)
             else:
                 shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
-        raise ValueError(f"{name}: key '{key}': corrupt entry ({e})") from e
+    except (
+        KeyError,
+        ValueError,
+        OSError,
+        EOFError,
+        zipfile.BadZipFile,
+        zlib.error,
+        *NPY_HEADER_ERRORS,
+    ) as e:
+        raise ValueError(
+            f"{name}: key '{key}': corrupt entry (its .npy header cannot be read: "
+            f"{type(e).__name__}: {e})"
+        ) from e
     nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
     if info.compress_type == zipfile.ZIP_STORED:
         room = info.compress_size
@@ -470,6 +495,7 @@ def _load_npz(name: str, labels) -> CatalogSet:
                 )
             params = params.astype(np.float64)
             _check_labels(params, f"{name}: key 'params'")
+            _check_prior_box(params, f"{name}: key 'params'")
         else:
             raise ValueError(
                 f"{name}: key 'params': missing, and no labels given; pass labels= "

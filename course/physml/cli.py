@@ -1,13 +1,19 @@
-"""The ``physml`` command."""
+"""The ``physml`` command.
+
+The arguments are parsed before anything heavy is imported: torch, PyTorch Geometric and
+Lightning are imported inside the command functions, so ``physml --help`` and
+``physml COMMAND --help`` answer at once."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+import warnings
 
 from .errors import TrainingDiverged
-from .settings import MASS_CUT
+from .settings import DEFAULT_EPOCHS, FAST_EPOCHS, MASS_CUT
 
 
 def _positive_int(text: str) -> int:
@@ -18,6 +24,22 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
     return value
+
+
+def _finite_float(low: float, strict: bool):
+    """An argparse type: a finite float > ``low`` (``strict``) or >= ``low``."""
+    bound = f"{'>' if strict else '>='} {low:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not (math.isfinite(value) and (value > low if strict else value >= low)):
+            raise argparse.ArgumentTypeError(f"expected a finite number {bound}, got {text!r}")
+        return value
+
+    return parse
 
 
 def _add_make_dataset(sub) -> None:
@@ -40,10 +62,12 @@ def _add_make_dataset(sub) -> None:
     p.add_argument("--particles", type=int, default=64, help="particles per side (64)")
     p.add_argument("--mesh", type=int, default=128, help="PM mesh cells per side (128)")
     p.add_argument("--steps", type=int, default=20, help="PM time steps to a = 1 (20)")
-    p.add_argument("--box", type=float, default=25.0, help="box side in Mpc/h (25)")
+    p.add_argument(
+        "--box", type=_finite_float(0, strict=True), default=25.0, help="box side in Mpc/h (25)"
+    )
     p.add_argument(
         "--mass-cut",
-        type=float,
+        type=_finite_float(0, strict=False),
         default=MASS_CUT,
         help=f"smallest halo mass kept, Msun/h ({MASS_CUT:.0e})".replace("e+", "e"),
     )
@@ -55,13 +79,17 @@ def _make_dataset(args) -> int:
     from .datasets import make_dataset, write_checksums
     from .simulation import SimulationConfig
 
-    config = SimulationConfig(
-        box_size=args.box,
-        n_particles=args.particles,
-        n_mesh=args.mesh,
-        n_steps=args.steps,
-        mass_cut=args.mass_cut,
-    )
+    try:  # checked before anything is simulated
+        config = SimulationConfig(
+            box_size=args.box,
+            n_particles=args.particles,
+            n_mesh=args.mesh,
+            n_steps=args.steps,
+            mass_cut=args.mass_cut,
+        )
+    except ValueError as err:
+        given = f"--particles {args.particles} --mesh {args.mesh} --steps {args.steps}"
+        raise ValueError(f"{given}: {err}") from err
     make_dataset(
         args.out,
         n_lh=args.n_lh,
@@ -81,17 +109,24 @@ def _add_info(sub) -> None:
     sub.add_parser(
         "info",
         help="describe the bundled data sets",
-        description="Load the bundled catalog sets (checksums verified) and print a summary.",
+        description=(
+            "Check the sha256 of each bundled catalog set against the package's "
+            "checksums.json, load it and print a summary."
+        ),
     )
 
 
 def _info(args) -> int:
     import numpy as np
 
-    from .datasets import SET_NAMES, load_bundled
+    from .catalogs import load_catalogs
+    from .datasets import SET_NAMES, verify_bundled
 
+    verified = []
     for name in SET_NAMES:
-        cset = load_bundled(name)
+        path, sha, sums_path = verify_bundled(name)
+        verified.append(f"{path.name} {sha[:16]}")
+        cset = load_catalogs(path)
         n = cset.n_halos
         om, s8 = cset.omega_m, cset.sigma_8
         print(
@@ -99,6 +134,7 @@ def _info(args) -> int:
             f"(median {int(np.median(n))}), Omega_m {om.min():.3f}..{om.max():.3f}, "
             f"sigma_8 {s8.min():.3f}..{s8.max():.3f}  [{cset.source}]"
         )
+    print(f"sha256 verified against {sums_path}: {', '.join(verified)} (first 16 hex digits)")
     return 0
 
 
@@ -110,14 +146,13 @@ def _add_train(sub) -> None:
             "Train the message-passing GNN on the fixed train / validation split of the "
             "bundled Latin-hypercube set (or --catalogs), keep the best checkpoint by "
             "validation loss, and evaluate it on the test split. Writes best.ckpt, "
-            "metrics.json, predictions.png and TensorBoard logs into --out, and prints the "
-            "test metrics as JSON."
+            "predictions.png, CSV logs in OUT/csv/ (TensorBoard logs in OUT/tb/ instead when "
+            "tensorboard is installed) and, last, metrics.json (the record that the run "
+            "finished) into --out, and prints the test metrics as JSON."
         ),
     )
     p.add_argument("--embedding", default="invariant", help="cartesian | invariant (invariant)")
     p.add_argument("--target", default="sigma8", help="sigma8 | both (sigma8)")
-    from .experiment import DEFAULT_EPOCHS, FAST_EPOCHS
-
     p.add_argument(
         "--epochs",
         type=_positive_int,
@@ -133,7 +168,7 @@ def _add_train(sub) -> None:
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace a finished run in --out (refused otherwise)",
+        help="replace a finished or an interrupted run in --out (refused otherwise)",
     )
     p.add_argument("--catalogs", default=None, help="a catalog file instead of the bundled set")
     p.add_argument("--labels", default=None, help="labels file for --catalogs, if separate")
@@ -154,10 +189,12 @@ def _add_train(sub) -> None:
 
 def _train(args) -> int:
     from .catalogs import load_catalogs
-    from .experiment import train
+    from .experiment import check_labels, train
     from .graphdata import fast_mode
 
     cset = load_catalogs(args.catalogs, args.labels) if args.catalogs else None
+    if cset is not None and args.labels:
+        check_labels(cset, args.target, f"{args.catalogs} with labels {args.labels}")
     res = train(
         args.out,
         embedding=args.embedding,
@@ -188,10 +225,11 @@ def _add_evaluate(sub) -> None:
             "params, .npz + a labels .npy, CAMELS groups_NNN.hdf5 + a CosmoAstroSeed table), "
             "with the checkpoint's own preprocessing (mass cut, feature standardisation, "
             "linking radius). Prints one JSON line: epsilon, r2, chi2, coverage_68 and "
-            "coverage_95 per target, and n_catalogs."
+            "coverage_95 per target, and n_catalogs. Warns when the catalogs include (by "
+            "content) the checkpoint's training or validation catalogs."
         ),
     )
-    p.add_argument("--checkpoint", required=True, help="a best.ckpt written by physml train")
+    p.add_argument("--checkpoint", required=True, help="a best.ckpt of a finished physml train run")
     p.add_argument("--catalogs", required=True, help="catalog file or directory")
     p.add_argument("--labels", default=None, help="labels file (.npy or CAMELS table)")
 
@@ -285,16 +323,38 @@ def error_line(err: BaseException) -> str:
     return " ".join(text.split())
 
 
+def _one_line_warnings(command: str):
+    """A :func:`warnings.showwarning` that prints a warning raised in physml's own code as
+    one line ``physml COMMAND: warning: ...`` (no source line: the message names the file
+    and what looks wrong) and leaves every other warning to ``show``."""
+    import os
+
+    home = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    show = warnings.showwarning
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if os.path.abspath(filename).startswith(home):
+            text = " ".join(str(message).split())
+            print(f"physml {command}: warning: {text}", file=file or sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return showwarning
+
+
 def main(argv=None) -> int:
     """Run the command line. Every expected failure (:data:`EXPECTED_ERRORS`) ends as one
     line ``physml COMMAND: error: ...`` on stderr and exit code 2; bad options exit 2 too
-    (argparse); a bug keeps its traceback."""
+    (argparse); a bug keeps its traceback. A warning of physml's (input that may be
+    intended, e.g. labels outside the prior box) is one line ``physml COMMAND: warning:``."""
     args = build_parser().parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except EXPECTED_ERRORS as err:
-        print(f"physml {args.command}: error: {error_line(err)}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warnings(args.command)
+        try:
+            return COMMANDS[args.command](args)
+        except EXPECTED_ERRORS as err:
+            print(f"physml {args.command}: error: {error_line(err)}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

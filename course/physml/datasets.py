@@ -60,28 +60,35 @@ def data_dir() -> Path:
     return Path(str(resources.files("physml") / "data"))
 
 
-def load_bundled(name: str = "lh", verify: bool = True) -> CatalogSet:
-    """Load a bundled set (``"lh"``, ``"cv"`` or ``"1p"``), checking its sha256 first.
+def verify_bundled(name: str = "lh") -> tuple[Path, str, Path]:
+    """Check the sha256 of a bundled set's file against ``data/checksums.json``; returns
+    (the set's file, its sha256 in hex, the checksums file).
 
-    Raises ValueError when the file's checksum does not match ``data/checksums.json``.
-    """
+    Raises ValueError when the file's checksum does not match."""
     path = data_dir() / set_filename(name)
+    sums_path = data_dir() / CHECKSUMS_FILE
+    try:
+        expected = json.loads(sums_path.read_text())[path.name]
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{sums_path}: missing; the bundled data is incomplete") from err
+    except (KeyError, TypeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{sums_path}: no valid entry for key {path.name!r}") from err
+    actual = checksum_file(path)
+    if actual != expected:
+        raise ValueError(
+            f"{path}: sha256 {actual} does not match {expected} recorded in {sums_path}; "
+            "the file is corrupt or was changed (regenerate it with physml make-dataset)"
+        )
+    return path, actual, sums_path
+
+
+def load_bundled(name: str = "lh", verify: bool = True) -> CatalogSet:
+    """Load a bundled set (``"lh"``, ``"cv"`` or ``"1p"``), checking its sha256 first
+    (:func:`verify_bundled`; ``verify=False`` skips it)."""
     if verify:
-        sums_path = data_dir() / CHECKSUMS_FILE
-        try:
-            expected = json.loads(sums_path.read_text())[path.name]
-        except FileNotFoundError as err:
-            raise FileNotFoundError(
-                f"{sums_path}: missing; the bundled data is incomplete"
-            ) from err
-        except (KeyError, json.JSONDecodeError) as err:
-            raise ValueError(f"{sums_path}: no valid entry for key {path.name!r}") from err
-        actual = checksum_file(path)
-        if actual != expected:
-            raise ValueError(
-                f"{path}: sha256 {actual} does not match {expected} recorded in {sums_path}; "
-                "the file is corrupt or was changed (regenerate it with physml make-dataset)"
-            )
+        path = verify_bundled(name)[0]
+    else:
+        path = data_dir() / set_filename(name)
     return load_catalogs(path)
 
 
@@ -249,7 +256,14 @@ def make_dataset(
     }
     plan_path = out / "plan.json"
     if plan_path.exists():
-        old = json.loads(plan_path.read_text())
+        try:
+            old = json.loads(plan_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(
+                f"{plan_path}: not a plan written by physml make-dataset (invalid JSON: {err}); "
+                "it records the settings of the data set in this directory: delete it (and "
+                "parts/ if its catalogs are not this run's) or use another --out"
+            ) from err
         if old != plan:
             raise ValueError(
                 f"{plan_path}: this directory holds a data set made with other settings "

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -35,6 +37,8 @@ from .models import EMBEDDINGS
 from .plotting import plot_predictions_grid
 from .settings import (
     BATCH_SIZE,
+    DEFAULT_EPOCHS,
+    FAST_EPOCHS,
     LECTURE_LR,
     LECTURE_SIZES,
     MASS_CUT,
@@ -42,14 +46,25 @@ from .settings import (
     TARGETS,
     Y_COLUMNS,
 )
-from .training import GNNRegressor, load_model, make_trainer, predict, run_directory
+from .training import (
+    COMPLETION_RECORD,
+    RUN_INCOMPLETE,
+    GNNRegressor,
+    load_model,
+    make_trainer,
+    mark_complete,
+    predict,
+    run_directory,
+)
 
 #: the lecture model: the sizes the source notebook trained with (it reloaded with others),
 #: its linking radius and learning rate, all from :mod:`physml.settings` (the defaults of
 #: :class:`~physml.training.GNNRegressor`)
 LECTURE_HPARAMS = dict(r_link=R_LINK, **LECTURE_SIZES, lr=LECTURE_LR)
-DEFAULT_EPOCHS = 50
-FAST_EPOCHS = 2
+#: the parts of the split a checkpoint of :func:`train` records (by content digest,
+#: :meth:`~physml.catalogs.Catalog.digest`), so that :func:`evaluate` can warn when it
+#: scores catalogs the model was trained or validated on
+SEEN = {"train": "training", "val": "validation"}
 #: the parts of the split a trained model may be scored on: ``"val"`` while choosing a model,
 #: ``"test"`` once, for the final result
 EVALUATION_SPLITS = {"val": "validation", "test": "test"}
@@ -60,13 +75,61 @@ def _check_choice(name: str, value: str, accepted) -> None:
         raise ValueError(f"{name}: unknown value {value!r}; accepted: {', '.join(accepted)}")
 
 
-def _write_outputs(out: Path, metrics: dict, mean, std, true, names, title: str) -> None:
+def check_labels(cset: CatalogSet, target: str, where: str, index=None) -> None:
+    """Refuse (:class:`ValueError` naming ``where`` and ``--target``) catalogs without a
+    label for a parameter that ``target`` predicts (NaN, e.g. Omega_m with labels of
+    sigma_8 alone); ``index``: the catalogs used (default: all)."""
+    _check_choice("target", target, TARGETS)
+    index = np.arange(len(cset)) if index is None else np.asarray(index, dtype=np.int64)
+    for param in TARGETS[target]:
+        missing = int((~(getattr(cset, param.lower())[index] > 0)).sum())
+        if missing:
+            raise ValueError(
+                f"{where}: --target {target} predicts {param}, but {missing} of the "
+                f"{len(index)} catalogs used have no {param} label (NaN: labels of sigma_8 "
+                "alone?); give (Omega_m, sigma_8) labels (--labels: an [n, 2] .npy or a "
+                "CAMELS table) or use --target sigma8"
+            )
+
+
+def smallest_set(parts=("train", "val", "test")) -> int:
+    """The fewest catalogs whose fixed split (:func:`~physml.graphdata.split_indices`)
+    gives each of ``parts`` at least one catalog."""
+    for n in range(1, 1000):
+        split = split_indices(n, fast=False)
+        if all(len(split[p]) for p in parts):
+            return n
+    raise ValueError(f"parts: no split of fewer than 1000 catalogs fills {parts}")
+
+
+def _check_split(split: dict, parts, n: int, where: str, fixed: bool) -> None:
+    """Refuse an empty part of the split (``fixed``: the default one of ``n`` catalogs)."""
+    empty = [p for p in parts if not len(split.get(p, ()))]
+    if not empty:
+        return
+    if fixed:
+        raise ValueError(
+            f"{where}: {n} catalog(s) are too few to train on: the fixed 70/15/15 split "
+            f"leaves its {' and '.join(empty)} part empty; at least {smallest_set(parts)} "
+            f"catalogs are needed (one or more in each of {', '.join(parts)})"
+        )
+    raise ValueError(f"split: its {' and '.join(empty)} part is empty (needed: {parts})")
+
+
+def _write_outputs(out: Path, metrics: dict, mean, std, true, names, title: str, before=None):
+    """``out/predictions.png``, then ``before()`` (if given), then ``out/metrics.json`` last
+    and atomically (temporary file + :func:`os.replace`): the completion record of a run."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     fig = plot_predictions_grid(true, mean, std, list(names))
     fig.suptitle(title)
     fig.savefig(out / "predictions.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
+    if before is not None:
+        before()
+    path = out / COMPLETION_RECORD
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(metrics, indent=1))
+    os.replace(tmp, path)
 
 
 def train(
@@ -91,10 +154,13 @@ def train(
     (``evaluate_on="val"``: for choosing between models, which must not look at the test
     split; the test split's graphs are then never read).
 
-    Writes ``out/best.ckpt``, ``out/metrics.json`` (metrics of the ``evaluate_on`` split),
-    ``out/predictions.png``
-    and TensorBoard logs under ``out/tb``. Defaults: the bundled LH set, the shared split,
-    :data:`LECTURE_HPARAMS`, :data:`DEFAULT_EPOCHS` epochs (:data:`FAST_EPOCHS` and a
+    Writes ``out/best.ckpt`` (recording the content digests of the training and
+    validation catalogs), ``out/predictions.png``, CSV logs under ``out/csv`` (TensorBoard
+    logs under ``out/tb`` instead when tensorboard is installed) and, last and atomically,
+    ``out/metrics.json`` (metrics of the ``evaluate_on`` split): the run's completion
+    record. The checkpoint is marked complete just before it; a run killed earlier leaves
+    an incomplete one, which :func:`evaluate` refuses. Defaults: the bundled LH set, the
+    shared split, :data:`LECTURE_HPARAMS`, :data:`DEFAULT_EPOCHS` epochs (:data:`FAST_EPOCHS` and a
     small subset in fast mode). Returns ``{"metrics", "checkpoint", "seconds",
     "epochs_run", "split", "mean", "std", "true"}`` (``split``: the part the metrics are
     of; the last three: that part's predictions, numpy ``[n, T]``).
@@ -113,19 +179,24 @@ def train(
     _check_choice("evaluate_on", evaluate_on, EVALUATION_SPLITS)
     fast = fast_mode() if fast is None else fast
     cset = load_bundled("lh") if cset is None else cset
+    fixed = split is None
     split = split_indices(len(cset), fast=fast) if split is None else split
     epochs = (FAST_EPOCHS if fast else DEFAULT_EPOCHS) if epochs is None else epochs
     hp = {**LECTURE_HPARAMS, **hparams}
     mass_cut = hp.pop("mass_cut", MASS_CUT)
     out = Path(out)
-    check_masses(cset, mass_cut, cset.source or "catalogs")
+    where = cset.source or "catalogs"
+    parts = ("train", "val", evaluate_on)
+    _check_split(split, parts, len(cset), where, fixed)
+    check_labels(cset, target, where, np.concatenate([split[p] for p in parts]))
+    check_masses(cset, mass_cut, where)
     with run_directory(out, overwrite=overwrite):
         trainer = make_trainer(
             epochs, out, fast=fast, progress=progress, seed=seed, average=average
         )
-        parts = {p: split[p] for p in ("train", "val", evaluate_on)}  # no test in selection
+        used = {p: split[p] for p in parts}  # no test split while selecting
         loaders, norm = make_loaders(
-            cset, parts, hp["r_link"], mass_cut, augment=augment, seed=seed, cache_dir=cache_dir
+            cset, used, hp["r_link"], mass_cut, augment=augment, seed=seed, cache_dir=cache_dir
         )
         model = GNNRegressor(
             embedding=embedding,
@@ -135,15 +206,20 @@ def train(
             box_size_mpc=cset.box_size,
             **hp,
         )
+        model.seen_catalogs = {p: [cset[int(i)].digest() for i in split[p]] for p in SEEN}
+        model.run_state = RUN_INCOMPLETE
         t = time.perf_counter()
         trainer.fit(model, loaders["train"], loaders["val"])
         seconds = time.perf_counter() - t
-        best = load_model(trainer.checkpoint_callback.best_model_path)
+        best_path = trainer.checkpoint_callback.best_model_path
+        best = load_model(best_path)
         mean, std, true = predict(best, loaders[evaluate_on])
         names = best.target_names
         metrics = summary(mean, std, true, names)
         title = f"{embedding} GNN, {EVALUATION_SPLITS[evaluate_on]} split"
-        _write_outputs(out, metrics, mean, std, true, names, title)
+        _write_outputs(
+            out, metrics, mean, std, true, names, title, before=lambda: mark_complete(best_path)
+        )
     return {
         "metrics": metrics,
         "checkpoint": str(out / "best.ckpt"),
@@ -177,7 +253,7 @@ def fit_model(
     Args:
         build: function returning an ``nn.Module``, ``forward(batch) -> (mean, std)``,
             ``[B, 1]`` each.
-        out: directory for the checkpoint and the TensorBoard logs.
+        out: directory for the checkpoint and the logs.
         epochs: default: :data:`DEFAULT_EPOCHS` (:data:`FAST_EPOCHS` in fast mode).
         augment: random cube symmetries and translations of the training catalogs.
         seed: seeds the weights and the order of the training catalogs.
@@ -202,6 +278,26 @@ def fit_model(
     return regressor.eval()
 
 
+def _warn_if_seen(seen: dict | None, cset: CatalogSet, name: str, checkpoint) -> None:
+    """Warn when catalogs of ``cset`` are, by content, among the training or validation
+    catalogs recorded in a checkpoint (``seen``: part -> digests; ``None``: not recorded)."""
+    if not seen:
+        return
+    digests = [c.digest() for c in cset]
+    counts = {}
+    for part, label in SEEN.items():
+        recorded = set(seen.get(part, ()))
+        counts[label] = sum(d in recorded for d in digests)
+    if any(counts.values()):
+        which = " and ".join(f"{k} in its {label} split" for label, k in counts.items() if k)
+        warnings.warn(
+            f"{name}: {sum(counts.values())} of the {len(digests)} catalogs scored were seen "
+            f"in training by {checkpoint} (matched by content: {which}); their metrics do not "
+            "measure how it does on new catalogs (score its test split, or other catalogs)",
+            stacklevel=3,
+        )
+
+
 def evaluate(checkpoint, catalogs, labels=None, cache_dir=None) -> dict:
     """Metrics of a checkpoint on a catalog file in any supported format, with the
     preprocessing the model was trained with (mass cut, feature standardisation, r_link).
@@ -209,9 +305,17 @@ def evaluate(checkpoint, catalogs, labels=None, cache_dir=None) -> dict:
     Refused (:class:`ValueError`): a checkpoint without its training standardisation, a
     catalog box size other than the training one (positions and ``r_link`` are in box
     units), missing labels for a predicted parameter. Warned: masses that look like other
-    units, a mass cut that removes most or all halos. A cache directory that cannot be
-    written is skipped (the graphs are then built in memory only)."""
+    units, a mass cut that removes most or all halos, catalogs that are (by content) among
+    the checkpoint's training or validation catalogs. Refused too: the checkpoint of a run
+    that did not finish. A cache directory that cannot be written is skipped (the graphs
+    are then built in memory only)."""
     model = load_model(checkpoint)
+    if model.run_state == RUN_INCOMPLETE:
+        raise ValueError(
+            f"{checkpoint}: written by a training run that did not finish (the checkpoint "
+            f"is marked incomplete and its directory has no finished {COMPLETION_RECORD}); "
+            "train it again with physml train --overwrite, or use a finished run's checkpoint"
+        )
     hp = model.hparams
     cset = catalogs if isinstance(catalogs, CatalogSet) else load_catalogs(catalogs, labels)
     name = cset.source or "catalogs"
@@ -231,6 +335,7 @@ def evaluate(checkpoint, catalogs, labels=None, cache_dir=None) -> dict:
                 f"{name}: labels for {param} are missing for {int(bad.sum())} catalogs; "
                 "pass --labels"
             )
+    _warn_if_seen(model.seen_catalogs, cset, name, checkpoint)
     check_masses(cset, hp.mass_cut, name)
     ds = HaloDataset(cset, hp.r_link, norm, hp.mass_cut or None, cache_dir)
     mean, std, true = predict(model, DataLoader(ds, batch_size=BATCH_SIZE))

@@ -21,6 +21,7 @@ from torch_geometric.loader import DataLoader
 from torch_geometric.transforms import BaseTransform
 from tqdm import tqdm
 
+from ._checks import NPY_HEADER_ERRORS
 from .catalogs import CatalogSet
 from .graphs import radius_graph
 from .limits import over_limit
@@ -219,7 +220,7 @@ def cached_edges(cset: CatalogSet, r_link: float, cache_dir=None) -> list[np.nda
                 problem = _cache_problem(f, key_text, cset, float(r_link))
                 if problem is None:
                     edges, offsets = f["edge_index"], f["offsets"]
-        except (OSError, ValueError, KeyError, EOFError) as err:
+        except (OSError, ValueError, KeyError, EOFError, *NPY_HEADER_ERRORS) as err:
             problem = f"it cannot be read ({type(err).__name__}: {err})"
         if problem is not None:
             warnings.warn(f"{path}: graph cache ignored and rebuilt: {problem}", stacklevel=2)

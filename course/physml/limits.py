@@ -32,11 +32,13 @@ def limit(name: str) -> int:
     if not text:
         return default
     try:
-        value = int(float(text))
-    except ValueError:
-        raise ValueError(f"{name}: expected a positive integer, got {text!r}") from None
+        value = int(float(text))  # "4e6" is accepted; "inf" and "nan" are not integers
+    except (ValueError, OverflowError):
+        raise ValueError(
+            f"{name}: expected a positive integer (e.g. {default}), got {text!r}"
+        ) from None
     if value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {text!r}")
+        raise ValueError(f"{name}: expected a positive integer (e.g. {default}), got {text!r}")
     return value
 
 

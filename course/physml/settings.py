@@ -12,6 +12,8 @@ from pathlib import Path
 
 __all__ = [
     "BATCH_SIZE",
+    "DEFAULT_EPOCHS",
+    "FAST_EPOCHS",
     "LECTURE_LR",
     "LECTURE_SIZES",
     "MASS_CUT",
@@ -37,6 +39,9 @@ LECTURE_SIZES = {"node_emb_size": 8, "edge_emb_size": 8, "hidden_size": 32, "n_l
 LECTURE_LR = 1e-3
 #: Graphs per training batch.
 BATCH_SIZE = 16
+#: Most epochs of a training run (early stopping may end it sooner), and in fast mode.
+DEFAULT_EPOCHS = 50
+FAST_EPOCHS = 2
 
 
 def fast_mode() -> bool:

@@ -17,27 +17,37 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import inspect
+import logging
 import math
 import numbers
 import os
+import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import (
+    EarlyStopping,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    TQDMProgressBar,
+)
+from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from torch import Tensor
 
 from physml.errors import TrainingDiverged
 from physml.limits import over_limit
 from physml.models import EMBEDDINGS, MPGNN, target_columns
-from physml.settings import LECTURE_LR, LECTURE_SIZES, MASS_CUT, R_LINK, TARGETS
+from physml.settings import FAST_EPOCHS, LECTURE_LR, LECTURE_SIZES, MASS_CUT, R_LINK, TARGETS
 
 __all__ = [
     "AVERAGES",
     "FAST_MAX_EPOCHS",
+    "EpochProgressBar",
     "LOSSES",
     "SCHEDULERS",
     "GNNRegressor",
@@ -46,13 +56,14 @@ __all__ = [
     "load_model",
     "make_loss",
     "make_trainer",
+    "mark_complete",
     "predict",
     "run_directory",
     "WeightAverage",
 ]
 
 #: Epoch cap of :func:`make_trainer` in fast mode (CI, ``PHYSML_FAST=1``).
-FAST_MAX_EPOCHS = 2
+FAST_MAX_EPOCHS = FAST_EPOCHS
 #: Accepted learning-rate schedules of :class:`GNNRegressor`.
 SCHEDULERS = ("cosine", "plateau", "none")
 #: Accepted weight averages of :func:`make_trainer` (``"ema"``: :class:`WeightAverage`).
@@ -323,6 +334,14 @@ class GNNRegressor(pl.LightningModule):
         # recorded apart from the hyperparameters: load_model checks the two agree, so the
         # weights of one embedding are never run as the other (their shapes match)
         checkpoint["physml_embedding"] = str(self.hparams.embedding)
+        # set by physml.experiment.train: the content digests of the training and validation
+        # catalogs (evaluate warns when it scores them) and the run's state ("incomplete"
+        # until the run has finished; see mark_complete)
+        seen = getattr(self, "seen_catalogs", None)
+        if seen is not None:
+            checkpoint["physml_seen"] = {k: [str(d) for d in v] for k, v in seen.items()}
+        if getattr(self, "run_state", None) is not None:
+            checkpoint["physml_run"] = str(self.run_state)
 
 
 # --------------------------------------------------------------------------- averaging
@@ -387,6 +406,79 @@ class WeightAverage(pl.Callback):
 # --------------------------------------------------------------------------- trainer
 
 
+def _minutes_text(seconds: float) -> str:
+    """``"40 s"`` below two minutes, else ``"3.2 min"``."""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+class EpochProgressBar(TQDMProgressBar):
+    """Lightning's progress bar, one line per epoch: ``Epoch k/N`` (1-based, N the most
+    epochs the run may take; early stopping may end it sooner) and, from the second epoch
+    on, ``at most T left``: the mean time per epoch so far times the epochs still allowed.
+    The validation and sanity-check sub-bars and the logger's version number are left
+    out."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._start = time.perf_counter()
+        self._first_epoch = trainer.current_epoch
+
+    def on_train_epoch_start(self, trainer, *args) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.set_description(self.description(trainer))
+
+    def description(self, trainer) -> str:
+        """``"Epoch k/N"``, with ``", at most T left"`` once an epoch has finished."""
+        epoch, most = trainer.current_epoch, trainer.max_epochs
+        text = f"Epoch {epoch + 1}/{most}"
+        done = epoch - getattr(self, "_first_epoch", epoch)
+        if done > 0 and most and most > 0:
+            per_epoch = (time.perf_counter() - self._start) / done
+            text += f", at most {_minutes_text(per_epoch * max(most - epoch, 0))} left"
+        return text
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return items
+
+    def init_validation_tqdm(self) -> Tqdm:
+        return Tqdm(disable=True)
+
+    def init_sanity_tqdm(self) -> Tqdm:
+        return Tqdm(disable=True)
+
+
+class _DropLightningTip(logging.Filter):
+    """Drops Lightning's advertisement (``💡 Tip: ... litlogger``) and nothing else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in str(record.msg)
+
+
+def _quiet_lightning_noise() -> None:
+    """Filter, at their source, the first-run messages no student can act on: Lightning's
+    litlogger tip (its rank-zero logger), the warning that the checkpoint directory is not
+    empty (physml writes its logs there, and a rerun replaces the checkpoint on purpose)
+    and Lightning's own use of torch's deprecated ``LeafSpec`` (a FutureWarning raised
+    inside Lightning's ``_pytree``). Other warnings are untouched."""
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _DropLightningTip) for f in log.filters):
+            log.addFilter(_DropLightningTip())
+    warnings.filterwarnings(
+        "ignore",
+        message=r"Checkpoint directory .* exists and is not empty",
+        module=r"(pytorch_lightning|lightning\.pytorch)\.callbacks\.model_checkpoint",
+    )
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+        module=r"(pytorch_lightning|lightning\.pytorch)\.utilities\._pytree",
+    )
+
+
 def _tensorboard_available() -> bool:
     return any(importlib.util.find_spec(m) is not None for m in ("tensorboard", "tensorboardX"))
 
@@ -407,8 +499,12 @@ def make_trainer(
     * :class:`ModelCheckpoint` on ``val_loss`` (min), keeping the best model only as
       ``out_dir/best.ckpt`` (overwritten when rerun in the same directory);
     * :class:`EarlyStopping` on ``val_loss`` after ``patience`` epochs without improvement;
-    * a TensorBoard logger in ``out_dir/tb`` (CSV logger in ``out_dir/csv`` when tensorboard
-      is not installed) and the learning rate logged every epoch;
+    * a CSV logger in ``out_dir/csv`` (a TensorBoard logger in ``out_dir/tb`` instead when
+      tensorboard is installed, as with the ``dev`` extra) and the learning rate logged
+      every epoch;
+    * with ``progress``, :class:`EpochProgressBar` (epoch k of at most N, time left);
+      Lightning's first-run messages that no student can act on are filtered at their
+      source (:func:`_quiet_lightning_noise`);
     * ``pl.seed_everything(seed, workers=True)`` (called here, so build the model after this
       call for reproducible weights) and ``deterministic="warn"`` (deterministic algorithms
       where PyTorch has them, a warning elsewhere).
@@ -438,6 +534,7 @@ def make_trainer(
         raise ValueError(f"average: expected one of {AVERAGES}, got {average!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    _quiet_lightning_noise()
     pl.seed_everything(seed, workers=True, verbose=False)
     if fast:
         max_epochs = min(max_epochs, FAST_MAX_EPOCHS)
@@ -458,6 +555,8 @@ def make_trainer(
     ]
     if average == "ema":
         callbacks.append(WeightAverage())
+    if progress and "callbacks" not in trainer_kwargs:
+        callbacks.append(EpochProgressBar())
     if trainer_kwargs.get("logger", logger) not in (None, False):
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     kwargs = dict(
@@ -493,14 +592,22 @@ def _lock_holder(lock: Path) -> int | None:
     return pid
 
 
+#: the file a training run writes last, atomically (:func:`physml.experiment.train`): a
+#: run directory without it holds no finished run
+COMPLETION_RECORD = "metrics.json"
+
+
 @contextlib.contextmanager
 def run_directory(out_dir, overwrite: bool = True) -> Iterator[Path]:
     """Hold ``out_dir`` for one training run: a lock file ``.NAME.physml-lock`` next to the
     directory ``NAME`` (created atomically, holding the pid; outside the directory, which
     Lightning expects empty) refuses a second run into the same directory while the first
-    is alive; a lock left by a dead process is taken over. With
-    ``overwrite=False`` a directory that already holds a finished run (``best.ckpt``) is
-    refused too. Raises :class:`FileExistsError` naming the directory."""
+    is alive; a lock left by a dead process is taken over. With ``overwrite=False`` a
+    directory that already holds a finished run (its :data:`COMPLETION_RECORD`) or an
+    incomplete one (``best.ckpt`` without the record: a run killed midway) is refused too;
+    with ``overwrite=True`` the old record is removed first, so that a rerun stopped
+    midway is not taken as finished. Raises :class:`FileExistsError` naming the
+    directory."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     lock = out.resolve().with_name(f".{out.resolve().name}.physml-lock")
@@ -522,10 +629,19 @@ def run_directory(out_dir, overwrite: bool = True) -> Iterator[Path]:
     with os.fdopen(fd, "w") as f:
         f.write(f"{os.getpid()}\n")
     try:
-        if not overwrite and (out / "best.ckpt").exists():
+        record = out / COMPLETION_RECORD
+        if overwrite:
+            record.unlink(missing_ok=True)  # a rerun killed midway must not look finished
+        elif record.exists():
             raise FileExistsError(
-                f"{out}: holds a finished run (best.ckpt); use another --out, or --overwrite "
-                "to replace it"
+                f"{out}: holds a finished run ({COMPLETION_RECORD}); use another --out, or "
+                "--overwrite to replace it"
+            )
+        elif (out / "best.ckpt").exists():
+            raise FileExistsError(
+                f"{out}: holds an incomplete run (best.ckpt but no {COMPLETION_RECORD}: it "
+                "was stopped before it finished); use --overwrite to train again from the "
+                "start, or another --out"
             )
         yield out
     finally:
@@ -575,7 +691,8 @@ def load_model(checkpoint_path, map_location="cpu") -> GNNRegressor:
     Raises:
         FileNotFoundError: the file does not exist.
         ValueError: not a physml checkpoint (unreadable with ``weights_only=True``, or
-            missing the ``"hyper_parameters"`` / ``"state_dict"`` key), invalid
+            missing the ``"hyper_parameters"``, ``"state_dict"`` or ``"physml_embedding"``
+            key, the last needed to tell the two embeddings' weights apart), invalid
             hyperparameters, or weights mismatched with the hyperparameters.
     """
     path = Path(checkpoint_path)
@@ -606,7 +723,14 @@ def load_model(checkpoint_path, map_location="cpu") -> GNNRegressor:
             f"{path}: hyper_parameters has keys GNNRegressor does not accept: {unknown}"
         )
     recorded = ckpt.get("physml_embedding")
-    if recorded is not None and recorded != hparams.get("embedding", "invariant"):
+    if recorded is None:
+        raise ValueError(
+            f"{path}: not a physml checkpoint (missing key 'physml_embedding', which "
+            "GNNRegressor records on saving): the weights of the cartesian and the invariant "
+            "embedding have the same shapes, so hyper_parameters alone cannot tell which "
+            "these are"
+        )
+    if recorded != hparams.get("embedding", "invariant"):
         raise ValueError(
             f"{path}: the weights were trained with the {recorded!r} embedding but "
             f"hyper_parameters says {hparams.get('embedding')!r}"
@@ -623,7 +747,35 @@ def load_model(checkpoint_path, map_location="cpu") -> GNNRegressor:
             f"{path}: state_dict mismatched with the stored hyper_parameters {hparams}: {err}"
         ) from err
     model.to(map_location if isinstance(map_location, str | torch.device) else "cpu")
+    seen = ckpt.get("physml_seen")
+    model.seen_catalogs = (
+        {str(k): [str(d) for d in v] for k, v in seen.items() if isinstance(v, list)}
+        if isinstance(seen, dict)
+        else None
+    )
+    model.run_state = ckpt.get("physml_run")
     return model.eval()
+
+
+#: value of a checkpoint's ``physml_run`` key while the run that writes it is going on
+RUN_INCOMPLETE = "incomplete"
+#: ... and once it has finished (written by :func:`mark_complete`)
+RUN_COMPLETE = "complete"
+
+
+def mark_complete(checkpoint_path) -> None:
+    """Record in a checkpoint that the run that wrote it has finished (its ``physml_run``
+    key set to :data:`RUN_COMPLETE`), atomically: written to a temporary file in the same
+    directory and moved into place with :func:`os.replace`."""
+    path = Path(checkpoint_path)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt["physml_run"] = RUN_COMPLETE
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(ckpt, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- prediction

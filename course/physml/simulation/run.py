@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -14,6 +15,13 @@ from ..settings import MASS_CUT
 from .fof import friends_of_friends
 from .ics import linear_modes, lpt_displacements, second_order_growth
 from .nbody import nbody
+
+
+def _finite(v) -> bool:
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -37,12 +45,29 @@ class SimulationConfig:
     mass_cut: float = MASS_CUT
 
     def __post_init__(self):
+        for name, what in (
+            ("box_size", "a finite length > 0 (Mpc/h)"),
+            ("linking_length", "a finite number > 0"),
+            ("mass_cut", "a finite mass >= 0 (Msun/h)"),
+        ):
+            v = getattr(self, name)
+            if not (_finite(v) and (v >= 0 if name == "mass_cut" else v > 0)):
+                raise ValueError(f"{name} must be {what}, got {v!r}")
         for name in ("n_particles", "n_mesh"):
             v = getattr(self, name)
             if v < 8 or v & (v - 1):
                 raise ValueError(f"{name} must be a power of two >= 8, got {v}")
+        if self.n_mesh < self.n_particles:
+            raise ValueError(
+                f"n_mesh ({self.n_mesh}) must be >= n_particles ({self.n_particles}): a PM mesh "
+                "coarser than the particle grid smooths the force over more than the mean "
+                "particle separation, so the small halos that FoF links at 0.2 of that "
+                "separation do not form"
+            )
         if self.n_steps < 1:
             raise ValueError(f"n_steps must be >= 1, got {self.n_steps}")
+        if self.min_members < 1:
+            raise ValueError(f"min_members must be >= 1, got {self.min_members}")
         if not 0 < self.a_start < 1:
             raise ValueError(f"a_start must be in (0, 1), got {self.a_start}")
 
