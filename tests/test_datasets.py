@@ -232,6 +232,9 @@ def test_an_empty_plan_is_refused_naming_the_file(tmp_path):
         ({"n_particles": 64, "n_mesh": 32}, r"n_mesh \(32\) must be >= n_particles \(64\)"),
         ({"linking_length": 0.0}, "linking_length must be a finite number > 0"),
         ({"min_members": 0}, "min_members must be >= 1"),
+        ({"n_steps": 1.5}, "n_steps must be an integer, got 1.5"),
+        ({"n_particles": 64.0}, "n_particles must be an integer"),
+        ({"min_members": True}, "min_members must be an integer"),
     ],
 )
 def test_simulation_settings_are_refused_before_simulating(changes, expected):

@@ -297,3 +297,15 @@ def test_roundoff_check_finds_machine_precision_figures(tmp_path):
     assert [p.split(" prints")[0] for p in problems] == ["cell 0", "cell 1"]
     assert "1.4e-14" in problems[0] and "0.0e+00" in problems[1]
     assert nbtool.roundoff_figures("4.2e-9 1e-10 0.0 0 1.0e-11 -2e-12") == ["1.0e-11", "-2e-12"]
+
+
+def test_drop_noise_collapses_the_epoch_k_of_n_bar():
+    raw = (
+        "Epoch 3/50, at most 40 s left: 10%|#| 4/44\n"
+        "Epoch 3/50, at most 40 s left: 100%|##| 44/44, val_loss=1.0\n"
+        "Epoch 4/50, at most 38 s left: 100%|##| 44/44, val_loss=0.9\n"
+    )
+    assert nbtool.drop_noise(raw) == (
+        "Epoch 3/50, at most 40 s left: 100%|##| 44/44, val_loss=1.0\n"
+        "Epoch 4/50, at most 38 s left: 100%|##| 44/44, val_loss=0.9\n"
+    )

@@ -26,15 +26,16 @@ def _collapse_cr(text: str) -> str:
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 #: a warning raised inside an installed package: ``.../site-packages/PKG/file.py:21: ...``
 _DEPENDENCY_WARNING = re.compile(r"^\S*site-packages/\S+:\d+: ")
-_EPOCH = re.compile(r"^(Epoch \d+):")
+_EPOCH = re.compile(r"^(Epoch \d+)(?:/\d+)?[,:]")
 
 
 def drop_noise(text: str) -> str:
     """What a student cannot act on, removed from a stream's text: ANSI cursor codes,
     warnings raised inside installed packages (with their source line; they also carry the
     machine's paths), Lightning's advertisements and validation sub-bars, blank bar clears;
-    and of consecutive ``Epoch N:`` bar states only the last. Used on cells tagged
-    ``nbval-ignore-output`` only (nbval compares the others with a fresh, untidied run)."""
+    and of consecutive bar states of one epoch (``Epoch N:`` or ``Epoch N/M, ...``) only
+    the last. Used on cells tagged ``nbval-ignore-output`` only (nbval compares the others
+    with a fresh, untidied run)."""
     out: list[str] = []
     skip_source = False
     for line in _ANSI.sub("", text).split("\n"):
@@ -48,7 +49,8 @@ def drop_noise(text: str) -> str:
         if line.startswith(("💡 Tip", "Validation")) or (line and not line.strip()):
             continue
         m = _EPOCH.match(line)
-        if m and out and out[-1].startswith(m.group(1) + ":"):
+        prev = _EPOCH.match(out[-1]) if m and out else None
+        if prev and prev.group(1) == m.group(1):
             out[-1] = line
             continue
         out.append(line)

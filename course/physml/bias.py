@@ -2,7 +2,7 @@
 arXiv:1909.06379) and a classical power-law bias model, both as Poisson likelihoods of a
 halo catalog given a density field on a grid.
 
-The data: fiducial physml boxes, each giving the density contrast on an ``n_grid``^3 grid
+The data: fiducial physml boxes, each giving the density contrast on an ``n_grid**3`` grid
 (2LPT at a = 1 and the particle-mesh field) and its FoF halos above the lecture mass cut,
 binned onto the same grid (:func:`load_boxes`, cached on disk).
 

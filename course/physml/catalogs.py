@@ -570,11 +570,13 @@ def load_catalogs(path, labels=None) -> CatalogSet:
 
     Args:
         path: one of
+
             - an ``.npz`` in the catalog format (see the module docstring);
             - a CAMELS FoF group HDF5 file (``groups_NNN.hdf5``, ``fof_subhalo_tab_NNN.hdf5``);
             - a directory: every group file in it, one catalog per file, sorted by name
               (numbers compared numerically);
             - a list of group files: one catalog per file, in the order given.
+
             The format is detected from the file's first bytes, not its suffix.
         labels: ``None``, or labels overriding any ``params`` in the file: a path to a
             ``.npy`` of sigma_8 ``[n]`` (Omega_m set to NaN) or (Omega_m, sigma_8)

@@ -158,8 +158,8 @@ def summary(pred, std, true, names) -> dict:
             accepted for ``T = 1``).
 
     Returns:
-        ``{name: {"epsilon", "r2", "chi2", "coverage_68", "coverage_95"}, ...,
-        "n_catalogs": n}`` with Python floats; ``r2`` is ``None`` where it is undefined
+        ``{name: {"epsilon", "r2", "chi2", "coverage_68", "coverage_95"}, ...}`` plus
+        ``"n_catalogs": n``, with Python floats; ``r2`` is ``None`` where it is undefined
         (constant truth, e.g. the CV set), so the dict is valid JSON.
     """
     pred, std, true = _arrays(pred=pred, std=std, true=true)
@@ -226,9 +226,10 @@ def seed_summary(runs, names, n_boot: int = 2000, level: float = 0.68, seed: int
         n_boot, level, seed: of :func:`bootstrap_interval`.
 
     Returns:
-        ``{name: {"epsilon_mean", "epsilon_std", "r2_mean", "r2_std", "chi2_mean",
-        "coverage_68_mean", "epsilon_68", "r2_68", "n_seeds"}}``: means over the seeds,
-        standard deviations over the seeds (``ddof=1``; ``None`` for a single run), and
+        ``{name: {...}}`` with the keys ``epsilon_mean``, ``epsilon_std``, ``r2_mean``,
+        ``r2_std``, ``chi2_mean``, ``coverage_68_mean``, ``epsilon_68``, ``r2_68`` and
+        ``n_seeds``: means over the seeds, standard deviations over the seeds (``ddof=1``;
+        ``None`` for a single run), and
         ``[lo, hi]`` the bootstrap ``level`` interval of the seed-mean epsilon and r^2 when
         the test catalogs are resampled (the same resample for every seed). Python floats.
     """

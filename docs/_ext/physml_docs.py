@@ -15,10 +15,7 @@
   substitutions, so a bar in their running text is a bar: :func:`escape_bars` escapes it
   (outside literals, roles, literal blocks, directives and doctests) before autodoc parses
   the docstring, instead of docutils reading ``|k|`` as an undefined substitution.
-* **Known docstring markup.** A few docstrings in modules edited elsewhere have markup that
-  docutils cannot read; :data:`DOCSTRING_FIXES` mends each of them at build time, one
-  pattern per fault, to be deleted when the docstring itself is fixed. Nothing is
-  suppressed: any other warning fails the build.
+  Nothing is suppressed: any other docstring warning fails the build.
 """
 
 from __future__ import annotations
@@ -34,25 +31,6 @@ logger = logging.getLogger(__name__)
 
 COLAB_BADGE_URL = "https://colab.research.google.com/assets/colab-badge.svg"
 LOCAL_BADGE = "/docs/_assets/colab-badge.svg"  # relative to the source directory (the root)
-
-#: Docstrings with RST markup that docutils cannot read (an inline literal split over two
-#: lines, which napoleon then cuts at its colon; ``x``^3; a list without blank lines around
-#: it), in modules edited elsewhere when the site was added. Each fix is applied to the
-#: docstring before napoleon reads it; delete an entry once its docstring is fixed (the
-#: build then says at the info level that the fix no longer applies).
-DOCSTRING_FIXES = {
-    "physml.metrics.summary": [  # metrics.py:161-162
-        (r'("coverage_95"\}, \.\.\.,)\n\s*("n_catalogs": n\}``)', r"\1 \2"),
-    ],
-    "physml.metrics.seed_summary": [  # metrics.py:229-230
-        (r'("chi2_mean",)\n\s*("coverage_68_mean")', r"\1 \2"),
-    ],
-    "physml.bias": [(r"``n_grid``\^3", "``n_grid**3``")],  # bias.py:5
-    "physml.catalogs.load_catalogs": [  # catalogs.py:546-552
-        (r"(path: one of)\n", "\\1\n\n"),
-        (r"(in the order given\.)\n", "\\1\n\n"),
-    ],
-}
 
 _KEYS = {"section", "from", "until", "heading", "level"}
 _HEADING = re.compile(r"^(#{1,6}) ")
@@ -253,23 +231,6 @@ def _escape_docstring(app, what, name, obj, options, lines: list[str]) -> None:
     lines[:] = escape_bars(lines)
 
 
-def fix_docstring(name: str, lines: list[str]) -> list[str]:
-    """The docstring lines of ``name`` with the fixes of :data:`DOCSTRING_FIXES` applied."""
-    text = "\n".join(lines)
-    for pattern, repl in DOCSTRING_FIXES.get(name, ()):
-        text, n = re.subn(pattern, repl, text)
-        if not n:
-            logger.info(
-                "docs/_ext/physml_docs.py: the fix %r of %s no longer applies", pattern, name
-            )
-    return text.split("\n")
-
-
-def _fix_docstring(app, what, name, obj, options, lines: list[str]) -> None:
-    if name in DOCSTRING_FIXES:
-        lines[:] = fix_docstring(name, lines)
-
-
 def _solutions_block(instructors: bool) -> str:
     if instructors:
         return "```{toctree}\n:maxdepth: 1\n:glob:\n\n/solutions/0*\n```"
@@ -306,7 +267,6 @@ def setup(app):
     app.set_html_assets_policy("always")
     app.connect("source-read", _source_read)
     # before napoleon (priority 500) reads the Google sections
-    app.connect("autodoc-process-docstring", _fix_docstring, priority=400)
     # after napoleon has turned Google sections into RST
     app.connect("autodoc-process-docstring", _escape_docstring, priority=600)
     # before Sphinx's image collector (priority 500) records the image's path

@@ -53,6 +53,10 @@ class SimulationConfig:
             v = getattr(self, name)
             if not (_finite(v) and (v >= 0 if name == "mass_cut" else v > 0)):
                 raise ValueError(f"{name} must be {what}, got {v!r}")
+        for name in ("n_particles", "n_mesh", "n_steps", "min_members"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise ValueError(f"{name} must be an integer, got {v!r}")
         for name in ("n_particles", "n_mesh"):
             v = getattr(self, name)
             if v < 8 or v & (v - 1):
