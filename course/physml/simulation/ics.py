@@ -74,10 +74,34 @@ def linear_modes(
     for a fixed field).
     """
     w = white_noise(seed, n, device, fixed_amplitude, paired)
-    kx, ky, kz = wavenumbers(n, box_size, device, torch.float64)
-    k = torch.sqrt(kx**2 + ky**2 + kz**2)
-    k[0, 0, 0] = 1.0  # the k = 0 mode of w is zero anyway
-    amp = torch.sqrt(cosmo.linear_power(k) / box_size**3) * n**3
+    return linear_modes_from_noise(cosmo, w, box_size, dtype)
+
+
+def linear_modes_from_noise(
+    cosmo: Cosmology | None, w: torch.Tensor, box_size: float, dtype=None, power=None
+):
+    """:func:`linear_modes` from given white-noise modes instead of a seed.
+
+    w: ``[n, n, n // 2 + 1]`` complex unit-variance modes, ``rfftn(s, norm="ortho")`` of a
+    real white-noise field s, with the k = 0 mode and the Nyquist planes set to zero (as
+    :func:`white_noise` returns them; differentiable in w, so that s can be a sampled
+    variable). dtype: real dtype of the result (float32 ->
+    complex64, float64 -> complex128; default: that of w). power: optional P(k) (Mpc/h)^3 on
+    the rfft modes ``[n, n, n // 2 + 1]`` used instead of ``cosmo.linear_power`` (for
+    instance interpolated from a table; ``cosmo`` may then be None). Returns delta_k
+    ``[n, n, n // 2 + 1]`` = n^3 sqrt(P(k) / V) w_k, differentiable in w and the cosmology.
+    """
+    n = w.shape[0]
+    if w.dim() != 3 or tuple(w.shape) != (n, n, n // 2 + 1) or not w.is_complex():
+        raise ValueError(f"w: expected complex [n, n, n // 2 + 1] modes, got {list(w.shape)}")
+    if dtype is None:
+        dtype = w.real.dtype
+    if power is None:
+        kx, ky, kz = wavenumbers(n, box_size, w.device, torch.float64)
+        k = torch.sqrt(kx**2 + ky**2 + kz**2)
+        k[0, 0, 0] = 1.0  # the k = 0 mode of w is zero anyway
+        power = cosmo.linear_power(k)
+    amp = torch.sqrt(power / box_size**3) * n**3
     return w.to(torch.complex64 if dtype == torch.float32 else torch.complex128) * amp.to(dtype)
 
 
