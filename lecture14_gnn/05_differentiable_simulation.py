@@ -22,8 +22,8 @@
 #    finite differences of seed-matched runs, and see where the response of the simulated
 #    $P(k)$ is physics and where it is the simulation's resolution;
 # 2. measure the memory that back-propagation through many time steps needs, and cut it by
-#    recomputing each step during the backward pass (the discrete analogue of the adjoint
-#    method);
+#    recomputing each step during the backward pass (checkpointing: memory still grows with
+#    the number of steps, but by one small state per step instead of every intermediate);
 # 3. build a Fisher forecast for $(\Omega_m, \sigma_8)$ from the matter power spectrum, with
 #    derivatives averaged over many seeds, and compare it with what the lecture's GNN reaches
 #    from halo catalogs.
@@ -94,8 +94,10 @@ from physml.fisher import (
     confidence_ellipse,
     finite_difference,
     forecast,
+    marginal_errors,
     nyquist,
     power_derivatives,
+    prior_fisher,
     seed_responses,
     simulated_power,
 )
@@ -208,7 +210,7 @@ plt.show()
 # %% [markdown]
 # The best step is the smallest one in float64: $h = 10^{-5}$ there agrees with autodiff to
 # 0.2-0.3 % in every bin below $k_\mathrm{Ny}/2$ (the table above), well inside a 2 % bar.
-# In float32 the same step is ruined by round-off (errors of several per cent); its best
+# In float32 the same step is ruined by round-off (errors of 3 to 10 per cent); its best
 # steps ($10^{-4}$ for $\sigma_8$, larger for $\Omega_m$) still come within 2 %, but where the
 # minimum lies depends on the parameter, and nobody tells you in advance.
 #
@@ -261,8 +263,9 @@ print(
 #
 # And without matching the seeds, finite differences are hopeless: the two runs then differ
 # by cosmic variance, which in a 25 Mpc/h box is tens of per cent of $P(k)$ in every bin,
-# while the signal is a change of $2h/\sigma_8 = 2.5\,\%$ of $P$ for $h = 0.01$. The result
-# is off by an order of magnitude, with either sign:
+# while the signal, $P(\sigma_8 + h) - P(\sigma_8 - h) \approx 2h \cdot 2P/\sigma_8$, is a
+# change of $4h/\sigma_8 = 5\,\%$ of $P$ for $h = 0.01$. The result is off by one to two
+# orders of magnitude:
 
 # %% tags=["nbval-ignore-output"]
 h = 0.01
@@ -272,6 +275,13 @@ with torch.no_grad():
 unmatched = (p_up - p_dn) / (2 * h)
 ratio = (unmatched / dpk_ad["float32"][1]).numpy()
 print(f"unmatched seeds, h = {h}: FD / autodiff in the 6 lowest k bins:", np.round(ratio[:6], 1))
+
+# %% [markdown]
+# The six ratios share one sign, and it says nothing about $\sigma_8$: it is the sign of
+# $P(\text{seed}) - P(\text{seed} + 1)$ for this pair of seeds, and the low-k bins share it
+# because their cosmic-variance scatter is strongly correlated (section 3 measures
+# correlation coefficients of 0.81 to 0.97 between the bins). Another pair of seeds gives
+# other ratios, and can give the other sign.
 
 # %% [markdown]
 # ### 1.3 The linear regime: $\partial \ln P / \partial \sigma_8 = 2 / \sigma_8$
@@ -345,6 +355,15 @@ for kq in (0.5, 2.0, 3.8):
 sel = (kl > 2) & (kl < 4.5)
 if sel.any():
     print(f"between k = 2 and 4.5 h/Mpc it ranges from {rl[sel].min():.2f} to {rl[sel].max():.2f}")
+print("above k = 2.2 h/Mpc, up to each setting's particle Nyquist wavenumber k_Ny:")
+for name, (kr, r) in resp.items():
+    high = kr > 2.2
+    neg = high & (r < 0)
+    first = f"from k = {kr[neg][0]:.2f}" if neg.any() else "none"
+    print(
+        f"  {name:>17}: k_Ny = {nyquist(SETTINGS[name]):.2f}, {int(neg.sum()):2d} of "
+        f"{int(high.sum()):2d} bins negative ({first}), median {np.median(r[high]):5.2f}"
+    )
 
 # %% [markdown]
 # Three things show.
@@ -365,12 +384,19 @@ if sel.any():
 # halos are sharp enough that 20 steps do not integrate the orbits to convergence (the
 # coarser $64^3$ mesh softens the forces, and its 20 and 40 step runs agree).
 #
-# **Small scales of one box.** Above $k \approx 2.2\,h$/Mpc the converged runs agree that this
-# seed's response is *negative*: there, $P(k)$ of a 25 Mpc/h box is dominated by its few most
-# massive halos, and how they respond to a 1 % change of amplitude (earlier mergers, other
-# concentrations) need not raise the power at a given $k$. Whether that survives at higher
-# force resolution (smaller cells than these PM meshes have) these runs cannot tell; it is
-# not information a forecast should use.
+# **Small scales of one box.** Above $k \approx 2.4\,h$/Mpc this seed's response turns
+# *negative* in every converged run, up to each setting's Nyquist wavenumber (the table
+# under the plot): all 7 bins of both small-mesh runs (median $-1.8$), and 23 of the 24 bins
+# of the lecture mesh with 40 steps (median $-4.2$). Only the unconverged lecture run with
+# 20 steps keeps a positive median. So the sign change sits at the same physical $k$ on a
+# $64^3$ and a $128^3$ mesh, not at a fixed fraction of the Nyquist wavenumber, and it grows
+# rather than fades as the resolution improves: it is not the usual smoothing of PM forces
+# at the cell scale, which would move with the mesh. Fits of the nonlinear power spectrum
+# (halofit, the halo model) rise with $\sigma_8$ on these scales. What autodiff returns
+# here is the derivative of this one trajectory. Inside halos the orbits have crossed many
+# times, and their final positions depend on the initial amplitude in a rough, chaotic way
+# (section 1.2). That pathwise slope need not be the slope of the mean $P(k)$. These bins
+# are not information a forecast should use.
 #
 # The Fisher forecast below uses the small settings, so it keeps only the k bins where the
 # small settings' response agrees with the best setting here (lecture, 40 steps) to within
@@ -571,8 +597,8 @@ print(
 )
 
 # %% [markdown]
-# The marginal error on $\sigma_8$ has settled: it changes by 1.3 % between half of the runs
-# (192 Gaussian seeds, 12 pairs) and all of them (for $\Omega_m$, 1.7 %), at about 74 % of
+# The marginal error on $\sigma_8$ has settled: it changes by 1.2 % between half of the runs
+# (192 Gaussian seeds, 12 pairs) and all of them (for $\Omega_m$, 1.8 %), at about 74 % of
 # $\sigma_8$. The error with $\Omega_m$ fixed, about 18 %, still moves by 12 %: it depends on
 # the derivative's noise directly, while the marginal one mainly on the difference of the two
 # response shapes, which the pairing makes clean. Marginalising over a nearly degenerate
@@ -597,6 +623,13 @@ for j, p in enumerate(PARAMS):
     print(f"sigma({p}) = {err[j]:.4f} marginal ({100 * err[j] / FIDUCIAL[j]:.1f} %), "
           f"{cond:.4f} with the other parameter fixed")  # fmt: skip
 print(f"correlation coefficient of (Omega_m, sigma_8): {corr:.2f}")
+F_PRIOR = prior_fisher()  # the CAMELS box as a Gaussian of the same variance
+err_post = marginal_errors(F + F_PRIOR)
+err_prior = marginal_errors(F_PRIOR)
+for j, p in enumerate(PARAMS):
+    pct = 100 * err_post[j] / FIDUCIAL[j]
+    print(f"with the CAMELS prior: sigma({p}) = {err_post[j]:.4f} ({pct:.1f} %), "
+          f"the prior alone {err_prior[j]:.4f}")  # fmt: skip
 
 plt.figure(figsize=(5, 4.5))
 for n_sigma, ls in ((1, "-"), (2, "--")):
@@ -611,14 +644,26 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# The marginal errors without a prior, 317 % on $\Omega_m$ and 74 % on $\sigma_8$, reach far
+# outside the CAMELS box ($\Omega_m \in [0.1, 0.5]$, $\sigma_8 \in [0.6, 1.0]$), where no
+# simulation exists and $\Omega_m < 0$ would be allowed: the Gaussian approximation of the
+# likelihood, extrapolated along the degeneracy (correlation $-0.97$) far beyond where it
+# holds. They describe the likelihood of this data vector alone. A forecast of the
+# *posterior* adds the prior. `fisher.prior_fisher()` writes the uniform box as a Gaussian
+# of the same variance, $F_\text{prior} = \mathrm{diag}(12/\text{width}^2)$, and with it
+# the forecast is 35.8 % on $\Omega_m$ and 11.7 % on $\sigma_8$, against 0.1155 (38.5 % and
+# 14.4 %) from the prior alone: five low-$k$ bins of one box add little to what the prior
+# already says.
+#
 # ### How does this compare with the GNN?
 #
 # The lecture's GNN, and the summary-statistics baseline, estimate $\sigma_8$ from one halo
 # catalog of the same 25 Mpc/h box with a mean relative error $\epsilon$ of about 7.5 % to
 # 8 % (README), while both $\sigma_8$ and $\Omega_m$ vary. The matter power spectrum of one
 # box, on the scales where the simulation has converged, does far worse: about 18 % on
-# $\sigma_8$ even with $\Omega_m$ known, and a marginal error (74 %) larger than the whole
-# CAMELS prior range. Why the two differ:
+# $\sigma_8$ even with $\Omega_m$ known, a marginal error (74 %) larger than the whole
+# CAMELS prior range, and 11.7 % once that prior is included, hardly below the prior's own
+# 14.4 %. Why the two differ:
 #
 # - **Matter field vs halos.** The forecast keeps only five $P(k)$ bins up to
 #   $k \approx 1.2\,h$/Mpc, where the simulation has converged, and in a 25 Mpc/h box these

@@ -159,3 +159,23 @@ def test_seed_responses_cache_and_spectra_only(tmp_path, monkeypatch):
     _, pkx, _ = fisher.seed_responses([1, 2], TINY, derivatives=False, fixed_amplitude=True)
     assert not np.allclose(pkx, pk)
     assert len(list(tmp_path.iterdir())) == 3
+
+
+def test_prior_fisher_is_the_uniform_variance():
+    # alone: the marginal errors are the standard deviations of the uniform priors
+    errs = fisher.marginal_errors(fisher.prior_fisher())
+    np.testing.assert_allclose(errs, [0.4 / math.sqrt(12), 0.4 / math.sqrt(12)], rtol=1e-12)
+    # with a degenerate data Fisher matrix: by brute force, the posterior covariance of the
+    # product of the two Gaussians (precision matrices add), sampled
+    f_data = np.array([[17.9, 28.1], [28.1, 46.9]])
+    prior = fisher.prior_fisher({"Omega_m": (0.1, 0.5), "sigma_8": (0.6, 1.0)})
+    gen = np.random.default_rng(0)
+    x = gen.multivariate_normal([0, 0], np.linalg.inv(f_data), size=400_000)
+    w = np.exp(-0.5 * np.einsum("ni,ij,nj->n", x, prior, x))  # importance weights: the prior
+    m = (w[:, None] * x).sum(0) / w.sum()
+    sd = np.sqrt((w[:, None] * (x - m) ** 2).sum(0) / w.sum())
+    np.testing.assert_allclose(fisher.marginal_errors(f_data + prior), sd, rtol=0.02)
+    with pytest.raises(ValueError, match="hi > lo"):
+        fisher.prior_fisher({"Omega_m": (0.5, 0.1), "sigma_8": (0.6, 1.0)})
+    with pytest.raises(ValueError, match="sigma_8"):
+        fisher.prior_fisher({"Omega_m": (0.1, 0.5)})

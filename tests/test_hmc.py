@@ -142,6 +142,26 @@ def test_hmc_agrees_with_pyro_nuts():
     se = np.sqrt(a["mcse"] ** 2 + b["mcse"] ** 2)
     assert (np.abs(a["mean"] - b["mean"]) < 3 * se).all()
     np.testing.assert_allclose(a["sd"], b["sd"], rtol=0.15)
+    # and the standard deviations within 4 combined standard errors of the sd
+    se_sd = np.sqrt(a["mcse_sd"] ** 2 + b["mcse_sd"] ** 2)
+    assert (np.abs(a["sd"] - b["sd"]) < 4 * se_sd).all()
+    # NUTS reports the mean Metropolis acceptance probability its adaptation targets (0.8),
+    # not the fraction of iterations that moved (which is 1 or close to it)
+    assert (theirs.accept_prob > 0.6).all() and (theirs.accept_prob < 0.97).all()
+    assert (theirs.move_rate > theirs.accept_prob).all() and (theirs.move_rate <= 1).all()
+
+
+def test_mcse_sd_matches_the_gaussian_closed_form():
+    # iid Gaussian draws: the standard error of the sample sd is sd / sqrt(2 N)
+    gen = np.random.default_rng(3)
+    x = gen.normal(0.0, 2.0, size=(4, 5000, 3))
+    s = summarize(x)
+    closed = s["sd"] / np.sqrt(2 * 4 * 5000)
+    np.testing.assert_allclose(s["mcse_sd"], closed, rtol=0.1)
+    # and it is the spread of the sd over repeated experiments
+    sds = gen.normal(0.0, 2.0, size=(400, 2, 500)).std(-1, ddof=1).ravel()
+    one = summarize(gen.normal(0.0, 2.0, size=(1, 500, 1)))
+    np.testing.assert_allclose(one["mcse_sd"][0], sds.std(), rtol=0.2)
 
 
 def test_hmc_rejects_bad_input():

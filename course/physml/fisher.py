@@ -280,6 +280,29 @@ def marginal_errors(fisher) -> np.ndarray:
     return np.sqrt(np.diag(np.linalg.inv(fisher)))
 
 
+def prior_fisher(ranges=None) -> np.ndarray:
+    """The Fisher matrix ``[P, P]`` of a Gaussian prior with the variance of a uniform prior
+    on each parameter's range, diag(12 / width^2) (a uniform on [lo, hi] has variance
+    width^2 / 12). ranges: ``{name: (lo, hi)}`` for the names of :data:`PARAMS`; default
+    the CAMELS box, :data:`physml.cosmology.PRIOR_RANGES`. Add it to a data Fisher matrix
+    to forecast the posterior rather than the likelihood alone."""
+    from .cosmology import PRIOR_RANGES
+
+    ranges = PRIOR_RANGES if ranges is None else ranges
+    widths = []
+    for name in PARAMS:
+        if name not in ranges:
+            raise ValueError(f"prior_fisher: ranges needs an entry for {name!r}")
+        lo, hi = (float(v) for v in ranges[name])
+        if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
+            raise ValueError(
+                f"prior_fisher: ranges[{name!r}] must be finite (lo, hi) with hi > lo, "
+                f"got ({lo}, {hi})"
+            )
+        widths.append(hi - lo)
+    return np.diag(12.0 / np.square(widths))
+
+
 def forecast(pk, dpk, n_sims_list=None):
     """Fisher forecasts from per-seed spectra and derivatives, for growing seed counts.
 

@@ -423,8 +423,11 @@ def effective_sample_size(samples) -> np.ndarray:
 
 
 def summarize(samples, names=None) -> dict:
-    """Posterior mean, sd, Monte Carlo standard error (sd / sqrt(ESS)), ESS and split R-hat
-    of ``[C, S, D]`` samples, each ``[D]`` (dict of arrays, plus ``names``)."""
+    """Posterior mean, sd, Monte Carlo standard errors, ESS and split R-hat of ``[C, S, D]``
+    samples, each ``[D]`` (dict of arrays, plus ``names``). ``mcse`` is the standard error of
+    the mean, sd / sqrt(ESS); ``mcse_sd`` that of the sd, by the delta method from the ESS of
+    the squared deviations (as Stan and ArviZ): sqrt(Var[(x - mean)^2] / ESS_sq) / (2 sd),
+    about sd / sqrt(2 ESS) for Gaussian draws."""
     x = _as_chains(samples, "summarize")
     if names is not None and len(names) != x.shape[-1]:
         raise ValueError(
@@ -433,10 +436,13 @@ def summarize(samples, names=None) -> dict:
     flat = x.reshape(-1, x.shape[-1])
     ess = effective_sample_size(x)
     sd = flat.std(0, ddof=1)
+    sq = (x - flat.mean(0)) ** 2  # [C, S, D]
+    ess_sq = effective_sample_size(sq)
     out = {
         "mean": flat.mean(0),
         "sd": sd,
         "mcse": sd / np.sqrt(ess),
+        "mcse_sd": np.sqrt(sq.reshape(-1, x.shape[-1]).var(0, ddof=1) / ess_sq) / (2 * sd),
         "ess": ess,
         "rhat": split_rhat(x),
     }
@@ -450,12 +456,17 @@ def summarize(samples, names=None) -> dict:
 
 @dataclass
 class NUTSResult:
-    """samples: ``[C, S, D]``; divergences: ``[C]``; accept_rate: ``[C]`` mean acceptance
-    probability; step_size: ``[C]`` adapted step sizes; seconds: wall-clock time."""
+    """samples: ``[C, S, D]``; divergences: ``[C]``; accept_prob: ``[C]`` mean Metropolis
+    acceptance probability min(1, exp(-dH)) of the kept iterations (what NUTS's step-size
+    adaptation targets, 0.8); move_rate: ``[C]`` fraction of kept iterations whose draw
+    differs from the previous one (pyro's "acceptance rate", close to 1 for NUTS, which
+    samples from the whole trajectory); step_size: ``[C]`` adapted step sizes; seconds:
+    wall-clock time."""
 
     samples: torch.Tensor
     divergences: torch.Tensor
-    accept_rate: torch.Tensor
+    accept_prob: torch.Tensor
+    move_rate: torch.Tensor
     step_size: torch.Tensor
     seconds: float
 
@@ -488,7 +499,8 @@ def nuts(
     import time
 
     t0 = time.perf_counter()
-    draws, div, acc, steps = [], [], [], []
+    draws, div, acc, moved, steps = [], [], [], [], []
+    last = {}
     for c, z0 in enumerate(init):
         pyro.set_rng_seed(seed + c)
         kernel = NUTS(
@@ -503,21 +515,36 @@ def nuts(
             warmup_steps=n_warmup,
             initial_params={"z": z0.detach().clone()},
             disable_progbar=not progress,
+            hook_fn=_record_accept_prob(last),
         )
         mcmc.run()
         draws.append(mcmc.get_samples()["z"])
-        diag = mcmc.diagnostics()  # per chain: divergent iterations, acceptance rate
+        diag = mcmc.diagnostics()  # per chain: divergent iterations, move rate
         div.append(sum(len(v) for v in diag["divergences"].values()))
-        acc.append(float(np.mean(list(diag["acceptance rate"].values()))))
+        moved.append(float(np.mean(list(diag["acceptance rate"].values()))))
+        acc.append(last["accept_prob"])
         steps.append(float(kernel.step_size))
-    _check_moved(torch.tensor(acc), torch.tensor(div), torch.tensor(steps), n_samples, "nuts")
+    _check_moved(torch.tensor(moved), torch.tensor(div), torch.tensor(steps), n_samples, "nuts")
     return NUTSResult(
         samples=torch.stack(draws),
         divergences=torch.tensor(div),
-        accept_rate=torch.tensor(acc),
+        accept_prob=torch.tensor(acc),
+        move_rate=torch.tensor(moved),
         step_size=torch.tensor(steps),
         seconds=time.perf_counter() - t0,
     )
+
+
+def _record_accept_prob(store: dict):
+    """An MCMC ``hook_fn`` that keeps in ``store["accept_prob"]`` the kernel's running mean
+    of min(1, exp(-dH)) over the kept iterations, as pyro's progress bar shows it ("acc.
+    prob"); the kernel resets it when the run ends, so it is read while sampling."""
+
+    def hook(kernel, params, stage, i):
+        if stage == "Sample":
+            store["accept_prob"] = float(kernel.logging()["acc. prob"])
+
+    return hook
 
 
 # --------------------------------------------------------------------------- adaptation

@@ -231,10 +231,12 @@ def fit_npe(
     progress: bool = False,
     n_features: int | None = None,
     lr: float = 1e-3,
+    patience: int = 10,
 ) -> NPE:
     """Trains an NPE (``kind`` = ``"gnn"`` or ``"summary"``) with Lightning on
-    ``loaders["train"]``, early stopping on ``loaders["val"]``; returns the best model
-    (lowest validation loss)."""
+    ``loaders["train"]``, early stopping on ``loaders["val"]`` after ``patience`` epochs
+    without improvement; returns the best model (lowest validation loss). Augmentation, if
+    any, is the loaders' (``make_loaders(..., augment=True)``)."""
     if kind not in ("gnn", "summary"):
         raise ValueError(f"fit_npe: kind: expected 'gnn' or 'summary', got {kind!r}")
     if not isinstance(loaders, dict) or not {"train", "val"} <= set(loaders):
@@ -242,10 +244,17 @@ def fit_npe(
     _check_count(epochs, "epochs", "fit_npe")
     _check_count(seed, "seed", "fit_npe", minimum=0)
     _check_real(lr, "lr", "fit_npe", low=0)
+    _check_count(patience, "patience", "fit_npe")
     if kind == "summary":
         _check_count(n_features, "n_features (needed for kind='summary')", "fit_npe")
     trainer = make_trainer(
-        epochs, Path(out_dir), patience=10, fast=fast, progress=progress, seed=seed, logger=False
+        epochs,
+        Path(out_dir),
+        patience=patience,
+        fast=fast,
+        progress=progress,
+        seed=seed,
+        logger=False,
     )
     if kind == "gnn":
         emb = GraphEmbedding()
