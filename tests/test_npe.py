@@ -128,3 +128,11 @@ def test_tarp_noise_matches_independent_test_sets():
     boot, calibrated = npe.tarp_noise(samples, theta, n_draws=200, seed=0)
     assert 0.6 < np.std(boot) / np.std(narrow) < 1.6
     assert np.median(calibrated) < 0.5 * np.median(narrow)
+
+
+def test_fit_npe_checks_its_options_before_training(tmp_path):
+    loaders = {"train": [], "val": []}  # never read: the options are refused first
+    with pytest.raises(ValueError, match="patience"):
+        npe.fit_npe("summary", loaders, 5, tmp_path, n_features=3, patience=0)
+    with pytest.raises(ValueError, match="kind"):
+        npe.fit_npe("cnn", loaders, 5, tmp_path)
