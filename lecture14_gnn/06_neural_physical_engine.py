@@ -35,9 +35,10 @@
 # 9. the 2LPT density field (what the paper used) against the N-body field.
 #
 # **Run time.** Full mode takes 5 to 12 minutes on a 2-core CPU: 4.7 min for the run that
-# made these outputs (`python tools/notebooks.py execute --full`, boxes simulated afresh,
-# nothing else running; the table at the end lists each part), 11.6 min in an earlier run
-# while another job shared the CPU. Every long step says how long it takes before it starts. With
+# made these outputs (`python tools/notebooks.py execute --full`, 13 of the 16 boxes
+# simulated afresh, nothing else running; the table at the end lists each part), 11.6 min
+# in an earlier run while another job shared the CPU. Every long step says how long it
+# takes before it starts. With
 # `PHYSML_FAST=1` (the automatic tests) it uses 3 boxes and short chains, which only checks
 # that everything runs: its numbers are then meaningless.
 
