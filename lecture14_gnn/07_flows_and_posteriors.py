@@ -528,15 +528,16 @@ plt.show()
 # all seeds; the closest is the GNN's $\Omega_m$ in its third seed (20.0). It was not so
 # with 20 epochs of GNN training: then the GNN's $\sigma_8$ ranks piled up at the top and
 # its $\Omega_m$ ranks leaned to the bottom in one or two of three seeds (two in an earlier
-# run of this notebook, one in the benchmark below; the truth lay above the
+# run of this notebook, one in the benchmark run; the truth lay above the
 # posterior in $\sigma_8$ and below it in $\Omega_m$ too often, a shift along the
 # degeneracy direction), while TARP still passed. A per-parameter check like this one is
 # worth running next to the joint TARP test.
 #
 # With both posteriors calibrated, their widths can be compared. On $\sigma_8$ the two
 # summaries are equally tight: mean widths 0.0747 (GNN) and 0.0760 (summary statistics),
-# with seed-to-seed spreads of 0.0025 and 0.0009 (`python
-# benchmarks/bench_npe_calibration.py --print`, the same runs). On $\Omega_m$ the GNN's
+# with seed-to-seed spreads of 0.0025 and 0.0009 (from `python
+# benchmarks/bench_npe_calibration.py --print`, whose runs of the same recipes gave the
+# same widths as this notebook). On $\Omega_m$ the GNN's
 # posterior is about a third narrower, 0.0156 against 0.0235 (spreads 0.0004 and 0.0040):
 # the GNN reads every halo's position and mass, of which the summary statistics keep 11
 # numbers, and that detail carries information on $\Omega_m$.
