@@ -37,9 +37,9 @@ import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results" / "npe_calibration.json"
 ARMS = {
-    "gnn20": {"kind": "gnn", "epochs": 20, "patience": 10, "augment": False},
-    "gnn60": {"kind": "gnn", "epochs": 60, "patience": 15, "augment": False},
-    "summary": {"kind": "summary", "epochs": 100, "patience": 10, "augment": False},
+    "gnn20": {"kind": "gnn", "epochs": 20, "patience": 10},
+    "gnn60": {"kind": "gnn", "epochs": 60, "patience": 15},
+    "summary": {"kind": "summary", "epochs": 100, "patience": 10},
 }
 SBC_1PCT = 21.67  # chi^2 with 9 degrees of freedom, upper 1 % point
 N_SAMPLES = 1000
@@ -55,7 +55,7 @@ def run_arm(name: str, seed: int, fast: bool) -> dict:
     cset = load_bundled("lh")
     split = split_indices(len(cset), fast=fast)
     if arm["kind"] == "gnn":
-        loaders, _ = make_loaders(cset, split, augment=arm["augment"], seed=seed)
+        loaders, _ = make_loaders(cset, split)
         n_features = None
     else:
         loaders = npe.summary_loaders(cset, split)
