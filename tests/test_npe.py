@@ -136,3 +136,28 @@ def test_fit_npe_checks_its_options_before_training(tmp_path):
         npe.fit_npe("summary", loaders, 5, tmp_path, n_features=3, patience=0)
     with pytest.raises(ValueError, match="kind"):
         npe.fit_npe("cnn", loaders, 5, tmp_path)
+
+
+def test_fit_npe_records_loss_curves_and_keeps_the_best_epoch(tmp_path):
+    """model.history: one train and one val value per epoch; the kept weights are those of
+    best_epoch, so their validation loss, recomputed here, is the curve's minimum."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    rng = np.random.default_rng(0)
+    theta = rng.uniform([0.1, 0.6], [0.5, 1.0], (96, 2))
+    feats = np.concatenate([theta, rng.standard_normal((96, 1))], 1) * 3.0
+    data = TensorDataset(torch.tensor(feats, dtype=torch.float32), torch.tensor(theta).float())
+    loaders = {
+        "train": DataLoader(torch.utils.data.Subset(data, range(64)), batch_size=16),
+        "val": DataLoader(torch.utils.data.Subset(data, range(64, 96)), batch_size=32),
+    }
+    model = npe.fit_npe("summary", loaders, 6, tmp_path, n_features=3, patience=10, lr=3e-3)
+    hist = model.history
+    assert len(hist["train"]) == len(hist["val"]) == 6
+    assert hist["best_epoch"] == int(np.argmin(hist["val"])) + 1
+    model.eval()
+    with torch.no_grad():
+        x, t = next(iter(loaders["val"]))
+        val = float(-model.log_prob([x, t]).mean())
+    assert abs(val - min(hist["val"])) < 1e-4
+    assert hist["train"][-1] < hist["train"][0]  # it trained

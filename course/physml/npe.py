@@ -156,7 +156,10 @@ class NPE(pl.LightningModule):
     def _step(self, batch, stage: str) -> Tensor:
         loss = -self.log_prob(batch).mean()
         n = batch[0].shape[0] if isinstance(batch, (list, tuple)) else batch.num_graphs
-        self.log(f"{stage}_loss", loss, prog_bar=stage == "val", batch_size=n)
+        self.log(
+            f"{stage}_loss", loss, prog_bar=stage == "val", on_step=False, on_epoch=True,
+            batch_size=n,
+        )  # fmt: skip
         return loss
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
@@ -235,8 +238,10 @@ def fit_npe(
 ) -> NPE:
     """Trains an NPE (``kind`` = ``"gnn"`` or ``"summary"``) with Lightning on
     ``loaders["train"]``, early stopping on ``loaders["val"]`` after ``patience`` epochs
-    without improvement; returns the best model (lowest validation loss). Augmentation, if
-    any, is the loaders' (``make_loaders(..., augment=True)``)."""
+    without improvement; returns the best model (lowest validation loss), with its loss
+    curves as ``model.history``: ``{"train": [...], "val": [...], "best_epoch": k}``, the
+    epoch means of -log q(theta | x) (nats per item) and the 1-based epoch whose weights
+    were kept. Augmentation, if any, is the loaders' (``make_loaders(..., augment=True)``)."""
     if kind not in ("gnn", "summary"):
         raise ValueError(f"fit_npe: kind: expected 'gnn' or 'summary', got {kind!r}")
     if not isinstance(loaders, dict) or not {"train", "val"} <= set(loaders):
@@ -266,6 +271,7 @@ def fit_npe(
     if best:
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
         model.load_state_dict(state)
+    model.history = trainer.loss_history.as_dict()
     return model.cpu()
 
 

@@ -7,10 +7,20 @@ much, on which edge or catalog, rather than a bare ``False``.
   feature (``p_j . n_ij`` as physml, or ``p_i . n_ij`` as the source notebook);
 * :func:`check_model` runs a Task 2 model on a sample batch: output shapes, std > 0,
   invariance under cube symmetries and a periodic translation.
+
+And the exercises of the supplements, each a function of the student's that the check
+calls on its own fixed inputs: :func:`check_log_response` and :func:`check_marginal_errors`
+(05: autograd through the linear power spectrum; a Fisher forecast with a prior),
+:func:`check_leapfrog` and :func:`check_split_rhat` (06: the integrator of HMC; its
+convergence diagnostic), :func:`check_log_density` and :func:`check_sbc_ranks` (07: the
+change of variables of a flow; the ranks of simulation-based calibration).
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -155,3 +165,411 @@ def check_model(model, batch, symmetries=SYMMETRIES) -> tuple[bool, str]:
     finally:
         model.train(was)
     return passed, "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- supplements
+# Self-checks of the exercises of supplements 05-07. Each takes the student's function,
+# calls it on inputs of its own (seeded, the same on every run, so that the printed verdict
+# is too), compares the result with physml's implementation and, on a failure, tries the
+# usual mistakes so that the line can name one; otherwise it says where the two differ most.
+# Each returns ``(passed, one line)``.
+
+
+def _call(fn, args: tuple, what: str):
+    """``(result, None)``, or ``(None, one line)`` when calling ``fn(*args)`` raises."""
+    try:
+        return fn(*args), None
+    except Exception as err:  # the student's function, whatever it raises
+        return None, f"calling it on {what} raised {type(err).__name__}: {err}"
+
+
+def _as_float64(x, what: str, shape: tuple) -> tuple[np.ndarray | None, str | None]:
+    """``x`` as a float64 array of ``shape``, or ``(None, one line)`` saying what is wrong."""
+    try:
+        arr = np.asarray(x.detach().cpu() if torch.is_tensor(x) else x, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        got = type(x).__name__
+        return None, f"{what}: expected an array of shape {list(shape)}, got {got} ({err})"
+    if arr.shape != tuple(shape):
+        return None, f"{what}: shape {list(arr.shape)}, expected {list(shape)}"
+    if not np.isfinite(arr).all():
+        return None, f"{what}: {int((~np.isfinite(arr)).sum())} values are not finite (NaN or inf)"
+    return arr, None
+
+
+def _named_mistake(yours: np.ndarray, guesses: dict, rtol: float = 1e-4) -> str | None:
+    """The description of the first guess that ``yours`` matches, else ``None``."""
+    for why, guess in guesses.items():
+        guess = np.asarray(guess, dtype=np.float64)
+        if guess.shape == yours.shape and np.allclose(yours, guess, rtol=rtol, atol=1e-12):
+            return why
+    return None
+
+
+def _worst(yours: np.ndarray, expected: np.ndarray, names) -> str:
+    """Where ``yours`` and ``expected`` (same shape) differ most: ``name: got instead of
+    expected``; ``names(index)`` names an entry."""
+    gap = np.abs(yours - expected) / (np.abs(expected) + 1e-12)
+    i = np.unravel_index(int(np.argmax(gap)), gap.shape)
+    return f"largest gap at {names(i)}: {yours[i]:.4g} instead of {expected[i]:.4g}"
+
+
+#: wavenumbers [h/Mpc] at which :func:`check_log_response` asks for the response
+RESPONSE_K = (0.01, 0.05, 0.2, 1.0, 5.0)
+
+
+def linear_log_response(k, theta=(0.3, 0.8), step: float = 1e-4) -> np.ndarray:
+    """d ln P_lin(k) / d ln theta for theta = (Omega_m, sigma_8), ``[2, K]``, by central
+    differences of step ``step`` in ln theta (float64; error about step^2): the reference
+    of :func:`check_log_response`, independent of autograd."""
+    from .cosmology import Cosmology
+
+    k = torch.as_tensor(k, dtype=torch.float64)
+    rows = []
+    for j in range(2):
+        ln_p = []
+        for sign in (1.0, -1.0):
+            t = [float(v) for v in theta]
+            t[j] *= math.exp(sign * step)
+            ln_p.append(torch.log(Cosmology(*t).linear_power(k)))
+        rows.append(((ln_p[0] - ln_p[1]) / (2 * step)).numpy())
+    return np.stack(rows)
+
+
+def check_log_response(fn) -> tuple[bool, str]:
+    """Exercise of supplement 05: is ``fn(k)`` (k ``[K]`` h/Mpc, float64 tensor) the
+    logarithmic response d ln P_lin(k) / d ln theta, ``[2, K]`` (rows Omega_m, sigma_8), of
+    :class:`physml.cosmology.Cosmology`'s linear power spectrum at (0.3, 0.8)? Compared
+    with :func:`linear_log_response` at :data:`RESPONSE_K` (relative tolerance 1e-5)."""
+    from .cosmology import Cosmology
+
+    k = torch.tensor(RESPONSE_K, dtype=torch.float64)
+    got, err = _call(fn, (k,), f"k = {list(RESPONSE_K)}")
+    if err:
+        return False, err
+    yours, err = _as_float64(got, "the response", (2, len(k)))
+    if err:
+        return False, err + " (rows Omega_m, sigma_8; a column per k)"
+    expected = linear_log_response(k)
+    if np.allclose(yours, expected, rtol=1e-5, atol=1e-8):
+        return True, (
+            f"matches central differences of ln P_lin; d ln P / d ln sigma_8 = "
+            f"{expected[1, 0]:.4f} at every k (linear theory: P is proportional to sigma_8^2)"
+        )
+    theta = np.array([[0.3], [0.8]])
+    power = Cosmology(0.3, 0.8).linear_power(k).numpy()[None]
+    why = _named_mistake(
+        yours,
+        {
+            "you returned dP / dtheta: divide by P and multiply by theta": expected * power / theta,
+            "you returned d ln P / dtheta: multiply by theta (d ln theta = dtheta / theta)": (
+                expected / theta
+            ),
+            "you returned dP / d ln theta: divide by P (the derivative of ln P)": expected * power,
+            "your rows are swapped: row 0 is Omega_m, row 1 sigma_8": expected[::-1],
+        },
+    )
+    if why:
+        return False, why
+    names = ("Omega_m", "sigma_8")
+    return False, _worst(
+        yours, expected, lambda i: f"d ln P / d ln {names[i[0]]}, k = {RESPONSE_K[i[1]]} h/Mpc"
+    )
+
+
+def _forecast_case() -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+    """A nearly degenerate two-parameter forecast: dmu ``[2, 5]``, a sample covariance
+    ``[5, 5]`` of 40 draws, 40, and the CAMELS prior's Fisher matrix ``[2, 2]``."""
+    from .fisher import prior_fisher
+
+    rng = np.random.default_rng(5)
+    k = np.arange(1, 6)
+    dmu = np.stack([3.0e4 / k, 2.4e4 / k**0.9])
+    mix = np.eye(5) + 0.6 * rng.standard_normal((5, 5))
+    draws = rng.standard_normal((40, 5)) @ mix.T * (400.0 / k)
+    return dmu, np.cov(draws, rowvar=False), 40, prior_fisher()
+
+
+def check_marginal_errors(fn) -> tuple[bool, str]:
+    """Exercise of supplement 05: is ``fn(dmu, cov, n_sims, f_prior)`` (dmu ``[P, B]``,
+    cov ``[B, B]`` estimated from n_sims simulations, f_prior ``[P, P]``) the marginal
+    1-sigma errors ``[P]`` of the posterior forecast, sqrt(diag((F + F_prior)^-1)) with the
+    Hartlap-corrected F? Compared with :mod:`physml.fisher` on a nearly degenerate case
+    (relative tolerance 1e-6)."""
+    from .fisher import PARAMS, fisher_matrix
+
+    dmu, cov, n_sims, f_prior = _forecast_case()
+    got, err = _call(fn, (dmu, cov, n_sims, f_prior), "dmu [2, 5], cov [5, 5], 40, f_prior")
+    if err:
+        return False, err
+    yours, err = _as_float64(got, "the errors", (2,))
+    if err:
+        return False, err + " (one per parameter: Omega_m, sigma_8)"
+    f_data = fisher_matrix(dmu, cov, n_sims)
+    f_post = f_data + f_prior
+    expected = np.sqrt(np.diag(np.linalg.inv(f_post)))
+    if np.allclose(yours, expected, rtol=1e-6):
+        return True, (
+            f"matches sqrt(diag((F + F_prior)^-1)): sigma = {expected[0]:.4f}, {expected[1]:.4f}"
+        )
+    raw = dmu @ np.linalg.inv(cov) @ dmu.T
+    why = _named_mistake(
+        yours,
+        {
+            "these are the errors with the other parameter fixed, 1 / sqrt(F_ii): invert the "
+            "whole matrix, sqrt(diag(F^-1)), to marginalise": 1 / np.sqrt(np.diag(f_post)),
+            "the prior is missing: add f_prior to the data's Fisher matrix": np.sqrt(
+                np.diag(np.linalg.inv(f_data))
+            ),
+            "the Hartlap factor (n_sims - B - 2) / (n_sims - 1) is missing from C^-1": np.sqrt(
+                np.diag(np.linalg.inv(raw + f_prior))
+            ),
+            "these are variances: take the square root": np.diag(np.linalg.inv(f_post)),
+            "C is used where its inverse belongs: F = dmu C^-1 dmu^T": np.sqrt(
+                np.abs(np.diag(np.linalg.inv(dmu @ cov @ dmu.T + f_prior)))
+            ),
+        },
+    )
+    if why:
+        return False, why
+    return False, _worst(yours, expected, lambda i: f"sigma({PARAMS[i[0]]})")
+
+
+def _quadratic_case():
+    """U(q) = q^T A q / 2 with an anisotropic A, 3 chains in 2-D, and its gradient."""
+    a = torch.tensor([[4.0, 1.5], [1.5, 1.0]], dtype=torch.float64)
+    q = torch.tensor([[1.0, -0.5], [0.3, 0.8], [-1.2, 0.1]], dtype=torch.float64)
+    p = torch.tensor([[0.2, 1.0], [-0.7, 0.4], [0.5, -0.3]], dtype=torch.float64)
+    inv_mass = torch.tensor([0.5, 2.0], dtype=torch.float64)
+    return a, q, p, inv_mass
+
+
+def check_leapfrog(fn, step_size: float = 0.1, n_steps: int = 7) -> tuple[bool, str]:
+    """Exercise of supplement 06: is ``fn(grad_u, q, p, step_size, n_steps, inv_mass)`` the
+    leapfrog integrator (half kick, then ``n_steps`` drifts and kicks, the last kick a half
+    one), returning ``(q, p)`` ``[C, D]`` each? ``grad_u(q) -> [C, D]``; the kinetic energy is
+    p^T M^-1 p / 2 with M^-1 = diag(inv_mass ``[D]``). Compared with
+    :func:`physml.hmc.leapfrog` on an anisotropic Gaussian (relative tolerance 1e-8)."""
+    from .hmc import leapfrog
+
+    a, q, p, inv_mass = _quadratic_case()
+
+    def potential(x):
+        return 0.5 * ((x @ a) * x).sum(-1)
+
+    def grad_u(x):
+        return x @ a
+
+    def energy(x, m):
+        return (potential(x) + 0.5 * (inv_mass * m * m).sum(-1)).numpy()
+
+    got, err = _call(
+        fn, (grad_u, q.clone(), p.clone(), step_size, n_steps, inv_mass), "3 chains in 2-D"
+    )
+    if err:
+        return False, err
+    if not (isinstance(got, tuple | list) and len(got) == 2):
+        return False, f"it returned {type(got).__name__}, expected a tuple (q, p)"
+    q_got, err = _as_float64(got[0], "q", q.shape)
+    p_got, err2 = _as_float64(got[1], "p", p.shape)
+    if err or err2:
+        return False, err or err2
+    q_ref, p_ref, _, _ = leapfrog(potential, q, p, grad_u(q), step_size, n_steps, inv_mass)
+    h0 = energy(q, p)
+    yours, expected = np.concatenate([q_got, p_got], 1), torch.cat([q_ref, p_ref], 1).numpy()
+    if np.allclose(yours, expected, rtol=1e-8, atol=1e-10):
+        dh = np.abs(energy(q_ref, p_ref) - h0).max()
+        return True, (
+            f"matches physml.hmc.leapfrog; H changes by at most {dh:.2g} over {n_steps} steps"
+        )
+
+    def variant(kick_first: float, kick_last: float, use_mass: bool, sign: float):
+        x, m = q.clone(), p.clone()
+        m = m - sign * kick_first * step_size * grad_u(x)
+        for i in range(n_steps):
+            x = x + step_size * (inv_mass if use_mass else 1.0) * m
+            kick = step_size if i < n_steps - 1 else kick_last * step_size
+            m = m - sign * kick * grad_u(x)
+        return torch.cat([x, m], 1).numpy()
+
+    why = _named_mistake(
+        yours,
+        {
+            "you returned the starting point: nothing moved": torch.cat([q, p], 1).numpy(),
+            "a full kick, then a drift, n_steps times: that is the symplectic Euler "
+            "method, whose energy error is of order step_size, not its square; leapfrog "
+            "starts and ends with half kicks": variant(1.0, 0.0, True, 1.0),
+            "a drift, then a full kick, n_steps times: that is the symplectic Euler "
+            "method, whose energy error is of order step_size, not its square; leapfrog "
+            "starts and ends with half kicks": variant(0.0, 1.0, True, 1.0),
+            "the first half kick is missing": variant(0.0, 0.5, True, 1.0),
+            "the last half kick is missing": variant(0.5, 0.0, True, 1.0),
+            "the drift ignores the mass: dq/dt = M^-1 p, i.e. inv_mass * p": variant(
+                0.5, 0.5, False, 1.0
+            ),
+            "the kicks push uphill: dp/dt = -grad U": variant(0.5, 0.5, True, -1.0),
+        },
+        rtol=1e-8,
+    )
+    if why:
+        return False, why
+    dh_yours = np.abs(energy(torch.from_numpy(q_got), torch.from_numpy(p_got)) - h0).max()
+    return False, (
+        _worst(yours, expected, lambda i: ("q", "p")[i[1] // 2] + f"[chain {i[0]}, {i[1] % 2}]")
+        + f"; your end point changes H by up to {dh_yours:.3g}"
+    )
+
+
+def _chains_case() -> np.ndarray:
+    """``[4, 200, 3]`` chains: well mixed; one chain shifted by 0.5; a trend in each chain
+    (each chain drifts from -0.6 to +0.6: the halves differ, the whole chains do not)."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((4, 200, 3))
+    x[0, :, 1] += 0.5
+    x[:, :, 2] += np.linspace(-0.6, 0.6, 200)
+    return x
+
+
+def check_split_rhat(fn) -> tuple[bool, str]:
+    """Exercise of supplement 06: is ``fn(samples)`` (``[C, S, D]`` chains) the split
+    R-hat ``[D]``? Compared with :func:`physml.hmc.split_rhat` on three parameters: mixed
+    chains, one shifted chain, and chains with a trend (relative tolerance 1e-8)."""
+    from .hmc import split_rhat
+
+    x = _chains_case()
+    got, err = _call(fn, (x.copy(),), "samples [4, 200, 3]")
+    if err:
+        return False, err
+    yours, err = _as_float64(got, "R-hat", (3,))
+    if err:
+        return False, err + " (one per parameter)"
+    expected = split_rhat(x)
+    if np.allclose(yours, expected, rtol=1e-8):
+        return True, (
+            "matches physml.hmc.split_rhat: "
+            + ", ".join(f"{v:.3f}" for v in expected)
+            + " (mixed, one chain shifted, a trend in every chain)"
+        )
+
+    def rhat(y, ddof=1, root=True):
+        n = y.shape[1]
+        w = y.var(1, ddof=ddof).mean(0)
+        r = ((n - 1) / n * w + y.mean(1).var(0, ddof=ddof)) / w
+        return np.sqrt(r) if root else r
+
+    half = x.shape[1] // 2
+    halves = np.concatenate([x[:, :half], x[:, -half:]], 0)
+    why = _named_mistake(
+        yours,
+        {
+            "the chains are not split into halves: a trend within each chain goes "
+            "unnoticed (third parameter)": rhat(x),
+            "this is R-hat squared: take the square root": rhat(halves, root=False),
+            "the variances use ddof = 0: use the sample variance (ddof = 1)": rhat(halves, 0),
+        },
+        rtol=1e-8,
+    )
+    if why:
+        return False, why
+    names = ("mixed chains", "one chain shifted", "a trend in every chain")
+    return False, _worst(yours, expected, lambda i: f"parameter {i[0]} ({names[i[0]]})")
+
+
+def _spline_case():
+    """x ``[4, 6]`` and a fixed monotone rational-quadratic spline psi (``[4, 6] -> [4, 6]``,
+    elementwise, identity outside [-2, 2]) with its log psi'."""
+    from .flows import n_rq_params, rq_spline
+
+    gen = torch.Generator().manual_seed(3)
+    x = 1.5 * torch.randn(4, 6, generator=gen, dtype=torch.float64)
+    params = torch.randn(1, n_rq_params(5), generator=gen, dtype=torch.float64)
+
+    def psi(v):
+        return rq_spline(v.reshape(-1, 1).T, params, 2.0)[0].T.reshape(v.shape)
+
+    log_dpsi = rq_spline(x.reshape(1, -1), params, 2.0)[1].reshape(x.shape)
+    return x, psi, log_dpsi
+
+
+def check_log_density(fn) -> tuple[bool, str]:
+    """Exercise of supplement 07: is ``fn(x, psi)`` the log density ``[B]`` of x ``[B, D]``
+    under the flow z = psi(x) (elementwise, monotone) with z ~ N(0, 1) in every cell, i.e.
+    sum_cells [log N(psi(x); 0, 1) + log psi'(x)]? Compared with the spline's own analytic
+    log-derivative (:func:`physml.flows.rq_spline`), relative tolerance 1e-8."""
+    x, psi, log_dpsi = _spline_case()
+    got, err = _call(fn, (x.clone(), psi), "x [4, 6] and a spline psi")
+    if err:
+        return False, err
+    yours, err = _as_float64(got, "log q(x)", (x.shape[0],))
+    if err:
+        return False, err + " (one number per row of x: sum over its cells)"
+    with torch.no_grad():
+        log_base = torch.distributions.Normal(0.0, 1.0).log_prob(psi(x))
+    expected = (log_base + log_dpsi).sum(-1).numpy()
+    if np.allclose(yours, expected, rtol=1e-8):
+        return True, "matches log N(psi(x)) + log psi'(x), summed over the cells"
+    why = _named_mistake(
+        yours,
+        {
+            "the log-determinant is missing: add log psi'(x), the change of volume": (
+                log_base.sum(-1).numpy()
+            ),
+            "the log-determinant has the wrong sign: the density of x is p_z(psi(x)) "
+            "times |dpsi/dx|, so log psi' is added": (log_base - log_dpsi).sum(-1).numpy(),
+            "the base density is evaluated at x instead of at z = psi(x)": (
+                torch.distributions.Normal(0.0, 1.0).log_prob(x) + log_dpsi
+            )
+            .sum(-1)
+            .numpy(),
+        },
+        rtol=1e-8,
+    )
+    if why:
+        return False, why
+    return False, _worst(yours, expected, lambda i: f"row {i[0]}")
+
+
+def _posterior_case() -> tuple[np.ndarray, np.ndarray]:
+    """100 posterior samples ``[100, 30, 2]`` for 30 items and their true values ``[30, 2]``."""
+    rng = np.random.default_rng(7)
+    theta = rng.uniform([0.1, 0.6], [0.5, 1.0], (30, 2))
+    samples = theta[None] + rng.normal(0.0, [0.03, 0.05], (100, 30, 2))
+    return samples, theta
+
+
+def check_sbc_ranks(fn) -> tuple[bool, str]:
+    """Exercise of supplement 07: is ``fn(samples, theta)`` (samples ``[S, n, 2]``, theta
+    ``[n, 2]``) the SBC rank of every true value among its samples, ``[n, 2]`` integers in
+    [0, S] (the number of samples below the truth)? Compared with
+    :func:`physml.npe.sbc_ranks` exactly."""
+    from .npe import sbc_ranks
+
+    samples, theta = _posterior_case()
+    got, err = _call(fn, (samples.copy(), theta.copy()), "samples [100, 30, 2], theta [30, 2]")
+    if err:
+        return False, err
+    yours, err = _as_float64(got, "the ranks", theta.shape)
+    if err:
+        return False, err + " (one rank per item and parameter)"
+    expected = sbc_ranks(samples, theta).astype(np.float64)
+    if np.array_equal(yours, expected):
+        return True, "matches physml.npe.sbc_ranks on 30 items with 100 samples each"
+    s = len(samples)
+    why = _named_mistake(
+        yours,
+        {
+            "you counted the samples above the truth: the rank is the number below it": (
+                s - expected
+            ),
+            "these are fractions: the rank is a count of samples, in [0, S]": expected / s,
+        },
+        rtol=1e-12,
+    )
+    if why:
+        return False, why
+    wrong = yours != expected
+    i, j = (int(v[0]) for v in np.nonzero(wrong))
+    return False, (
+        f"{int(wrong.sum())} of {wrong.size} ranks differ; first at item {i}, "
+        f"{('Omega_m', 'sigma_8')[j]}: {yours[i, j]:.4g} instead of {int(expected[i, j])}"
+    )

@@ -344,6 +344,35 @@ class GNNRegressor(pl.LightningModule):
             checkpoint["physml_run"] = str(self.run_state)
 
 
+# --------------------------------------------------------------------------- history
+
+
+class LossHistory(pl.Callback):
+    """The loss curves of a run, one value per epoch, kept in memory (whether or not a
+    logger writes them to disk): ``train`` and ``val``, the epoch means of the logged
+    ``train_loss`` and ``val_loss`` (the sanity check's validation is left out).
+    :meth:`as_dict` adds ``best_epoch``, the 1-based epoch of the lowest ``val``."""
+
+    def __init__(self):
+        self.train: list[float] = []
+        self.val: list[float] = []
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        value = trainer.callback_metrics.get("train_loss")
+        if value is not None:
+            self.train.append(float(value))
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        value = trainer.callback_metrics.get("val_loss")
+        if value is not None and not trainer.sanity_checking:
+            self.val.append(float(value))
+
+    def as_dict(self) -> dict:
+        """``{"train": [...], "val": [...], "best_epoch": k or None}``."""
+        best = int(np.argmin(self.val)) + 1 if self.val else None
+        return {"train": list(self.train), "val": list(self.val), "best_epoch": best}
+
+
 # --------------------------------------------------------------------------- averaging
 
 
@@ -499,6 +528,7 @@ def make_trainer(
     * :class:`ModelCheckpoint` on ``val_loss`` (min), keeping the best model only as
       ``out_dir/best.ckpt`` (overwritten when rerun in the same directory);
     * :class:`EarlyStopping` on ``val_loss`` after ``patience`` epochs without improvement;
+    * :class:`LossHistory` (the loss curves in memory, ``trainer.loss_history``);
     * a CSV logger in ``out_dir/csv`` (a TensorBoard logger in ``out_dir/tb`` instead when
       tensorboard is installed, as with the ``dev`` extra) and the learning rate logged
       every epoch;
@@ -552,6 +582,7 @@ def make_trainer(
             enable_version_counter=False,
         ),
         EarlyStopping(monitor="val_loss", mode="min", patience=patience),
+        LossHistory(),
     ]
     if average == "ema":
         callbacks.append(WeightAverage())
@@ -574,7 +605,11 @@ def make_trainer(
     if fast:
         kwargs["num_sanity_val_steps"] = 0
     kwargs.update(trainer_kwargs)
-    return pl.Trainer(**kwargs)
+    trainer = pl.Trainer(**kwargs)
+    trainer.loss_history = next(
+        (c for c in trainer.callbacks if isinstance(c, LossHistory)), LossHistory()
+    )
+    return trainer
 
 
 def _lock_holder(lock: Path) -> int | None:
