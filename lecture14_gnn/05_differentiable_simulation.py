@@ -36,7 +36,9 @@
 # cache and nothing else running (parts 1-3: 2.6 minutes, part 4: 0.7; measured by the timing
 # cells at the end of sections 3 and 4); with other jobs sharing the CPU it took up to 12.
 # Simulated spectra and reference runs are cached under `~/.cache/physml/`, so a second run is
-# faster. With `PHYSML_FAST=1` (the automatic tests) every simulation is tiny and the numbers
+# faster: with the cache filled, the committed runs of the student version and of the solution
+# took 1.3 minutes each (parts 1-3: 0.8, part 4: 0.5). The two exercises take a second.
+# With `PHYSML_FAST=1` (the automatic tests) every simulation is tiny and the numbers
 # printed are meaningless; only the prose describes the full run.
 
 # %% tags=["nbval-ignore-output"]
@@ -101,6 +103,7 @@ from physml.fisher import (
     seed_responses,
     simulated_power,
 )
+from physml.selfcheck import check_log_response, check_marginal_errors
 from physml.simulation import SimulationConfig
 from physml.simulation.hybrid import (
     HybridConfig,
@@ -313,7 +316,42 @@ print(
 # density painted from displaced particles is not linear in the displacement (the 2LPT and
 # Zel'dovich mapping couple modes), and a bin with a few dozen modes whose realised linear
 # amplitude happens to be small is sensitive to that coupling.
+
+# %% [markdown]
+# ### Exercise 1: the linear response by automatic differentiation
 #
+# The simulation's response is an average over one box; linear theory has a closed form to
+# test against. Write `my_log_response(k)`: the response $\partial \ln P_\mathrm{lin}(k) /
+# \partial \ln \theta$ of `Cosmology(omega_m, sigma_8).linear_power(k)` at
+# $\theta = (0.3, 0.8)$, one row per parameter, by torch's autograd
+# (`torch.autograd.functional.jacobian(f, theta)` differentiates a function `f` of the
+# tensor `theta`). Mind the logarithms: $\partial \ln P / \partial \ln \theta =
+# (\theta / P)\, \partial P / \partial \theta$. The self-check compares your function with
+# central finite differences at five wavenumbers from 0.01 to 5 $h$/Mpc and names the usual
+# slips. Once it passes: why is the $\sigma_8$ row the same at every $k$, and the
+# $\Omega_m$ row not? (Hint: where does $\Omega_m$ enter the Eisenstein-Hu transfer function,
+# and what does fixing $\sigma_8$ do to the amplitude?)
+
+
+# %%
+def my_log_response(k):
+    """d ln P_lin(k) / d ln theta at theta = (Omega_m, sigma_8) = (0.3, 0.8).
+
+    Args:
+        k: [K] wavenumbers, h/Mpc, a float64 tensor.
+
+    Returns:
+        [2, K]: row 0 d ln P / d ln Omega_m, row 1 d ln P / d ln sigma_8.
+    """
+    # TODO: differentiate ln P_lin(k) with respect to theta, then multiply by theta.
+    # TODO: for now this returns zeros.
+    return torch.zeros(2, len(k), dtype=torch.float64)
+
+
+passed, why = check_log_response(my_log_response)
+print("PASS:" if passed else "FAIL:", why)
+
+# %% [markdown]
 # ### 1.4 At $a = 1$: physics or resolution?
 #
 # Now the response at the end of the run, for one seed, at four settings: the small and the
@@ -654,7 +692,51 @@ plt.show()
 # the forecast is 35.8 % on $\Omega_m$ and 11.7 % on $\sigma_8$, against 0.1155 (38.5 % and
 # 14.4 %) from the prior alone: five low-$k$ bins of one box add little to what the prior
 # already says.
+
+# %% [markdown]
+# ### Exercise 2: a forecast with a prior, by hand
 #
+# `forecast`, `marginal_errors` and `prior_fisher` did the algebra above; now write it.
+# `my_posterior_errors(dmu, cov, n_sims, f_prior)` takes the derivatives of the mean
+# statistic `dmu` $[P, B]$, a covariance `cov` $[B, B]$ estimated from `n_sims`
+# simulations, and a prior's Fisher matrix `f_prior` $[P, P]$, and returns the marginal
+# 1-sigma errors $[P]$ of the posterior forecast. Three steps: the Hartlap-corrected
+# inverse covariance, $F = \partial\mu\, C^{-1} \partial\mu^T$, and
+# $\sqrt{\mathrm{diag}\,(F + F_\text{prior})^{-1}}$. The self-check runs your function on a
+# nearly degenerate case of its own (two parameters, 5 bins, 40 simulations) and names the
+# usual slips; the cell after it applies your function to this notebook's spectra, where it
+# should give the errors with the CAMELS prior printed above.
+
+
+# %%
+def my_posterior_errors(dmu, cov, n_sims, f_prior):
+    """Marginal 1-sigma errors [P] of the Fisher forecast of the posterior.
+
+    Args:
+        dmu: [P, B] derivatives of the mean statistic with respect to the parameters.
+        cov: [B, B] covariance of the statistic, estimated from n_sims simulations.
+        n_sims: number of simulations behind cov.
+        f_prior: [P, P] Fisher matrix of the prior.
+    """
+    # TODO: C^-1 times the Hartlap factor (n_sims - B - 2) / (n_sims - 1); F = dmu C^-1 dmu^T;
+    # TODO: then sqrt(diag((F + f_prior)^-1)). For now this returns zeros.
+    return np.zeros(len(dmu))
+
+
+passed, why = check_marginal_errors(my_posterior_errors)
+print("PASS:" if passed else "FAIL:", why)
+
+# %% tags=["nbval-ignore-output"]
+mine = my_posterior_errors(
+    np.asarray(dpk_f, dtype=float).mean(0), np.cov(np.asarray(pk_f, dtype=float), rowvar=False),
+    len(pk_f), F_PRIOR,
+)  # fmt: skip
+print(
+    f"your errors on this notebook's data: {np.round(mine, 4)}; the forecast above: "
+    f"{np.round(err_post, 4)}; the same within 1e-6: {np.allclose(mine, err_post, rtol=1e-6)}"
+)
+
+# %% [markdown]
 # ### How does this compare with the GNN?
 #
 # The lecture's GNN, and the summary-statistics baseline, estimate $\sigma_8$ from one halo

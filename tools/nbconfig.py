@@ -19,11 +19,20 @@ NOTEBOOK_DIRS = ("lecture14_gnn", "solutions")
 STUDENT_VERSIONS = {
     "solutions/03_task1_invariant_features.py": "lecture14_gnn/03_task1_invariant_features.py",
     "solutions/04_task2_open_ended.py": "lecture14_gnn/04_task2_open_ended.py",
+    **{
+        f"solutions/{name}.py": f"lecture14_gnn/{name}.py"
+        for name in (
+            "05_differentiable_simulation",
+            "06_neural_physical_engine",
+            "07_flows_and_posteriors",
+        )
+    },
 }
 #: notebook -> the optional extra of pyproject.toml its Colab setup cell installs with
 #: physml (the supplements need libraries that the lecture does not)
 EXTRAS = {
-    f"lecture14_gnn/{name}.py": "supplements"
+    f"{folder}/{name}.py": "supplements"
+    for folder in NOTEBOOK_DIRS
     for name in (
         "05_differentiable_simulation",
         "06_neural_physical_engine",
