@@ -370,6 +370,18 @@ def my_log_response(k):
 passed, why = check_log_response(my_log_response)
 print("PASS:" if passed else "FAIL:", why)
 
+# %% [markdown] tags=["solution"]
+# **Answer.** $P_\mathrm{lin} = A\, k^{n_s} T(k)^2$ with the amplitude $A$ fixed by
+# $\sigma_8$: $A = \sigma_8^2 / \sigma^2_\text{unit}(8\,\text{Mpc}/h)$, so
+# $\ln P = 2 \ln \sigma_8 + (\text{terms without } \sigma_8)$ and the response is 2 at
+# every $k$. $\Omega_m$ enters through the transfer function (its shape parameter
+# $\Gamma \approx \Omega_m h$ sets where the spectrum turns over, the scale of
+# matter-radiation equality): a larger $\Omega_m$ moves the turnover to smaller scales and
+# so tilts the spectrum towards high $k$. With $\sigma_8$ held fixed, $A$ then drops to
+# keep the variance in 8 Mpc/$h$ spheres the same: the response to $\Omega_m$ is negative
+# on large scales and positive on small ones, and it changes sign near the scales that
+# $\sigma_8$ weighs.
+
 # %% [markdown]
 # ### 1.4 At $a = 1$: physics or resolution?
 #

@@ -509,6 +509,14 @@ print("PASS:" if passed else "FAIL:", why)
 same = np.allclose(my_split_rhat(samples.numpy()), hmc_stats["rhat"], rtol=1e-6)
 print("on the HMC chains above, the same as summarize's R-hat:", same)
 
+# %% [markdown] tags=["solution"]
+# **Answer.** The third made-up parameter, the slow trend. Every chain drifts from -0.6 to
+# +0.6 in the same way, so the whole chains have the same mean and the same variance and an
+# unsplit $\hat R$ stays at 1. Cut in halves, the first halves sit low and the second
+# halves high: the between-half variance exceeds what the within-half variance allows, and
+# split $\hat R$ rises above the 1.01 bar (1.044, printed by the check). A chain that has not
+# yet forgotten its start, or is still drifting, looks like that.
+
 # %% [markdown]
 # ## 6. The same posterior from pyro's NUTS
 #

@@ -636,6 +636,12 @@ first_gnn = results["gnn", SEEDS[0]]
 same = np.array_equal(my_sbc_ranks(*first_gnn), npe.sbc_ranks(*first_gnn))
 print("on the GNN posterior of the first seed, the same as npe.sbc_ranks:", same)
 
+# %% [markdown] tags=["solution"]
+# **Answer.** Too narrow: the truth falls in the posterior's tails more often than it should,
+# so its rank is often near 0 or near $S$, and the histogram is U-shaped. Biased high: the
+# samples lie above the truth too often, so few samples are below it, and the ranks pile up
+# at the low end. A posterior that is too wide gives a hump in the middle.
+
 # %% [markdown]
 # How to read these numbers: a TARP deviation is evidence of miscalibration only when it
 # lies outside what a posterior calibrated by construction shows on the same 150
