@@ -950,3 +950,13 @@ print(
     f"part 4 ran in {(time.perf_counter() - T_PART4) / 60:.1f} min, the whole notebook in "
     f"{(time.perf_counter() - T_START) / 60:.1f} min (fast mode: {FAST})"
 )
+
+# %% [markdown] tags=["solution"]
+# **Notes for instructors.** The student version runs top to bottom with the stubs, which
+# return zeros. Its two self-checks print FAIL with the first quantity that differs and the
+# value expected (the $\Omega_m$ response at $k = 0.01\,h$/Mpc, -2.52; $\sigma(\sigma_8)$,
+# 0.06802), and the last line of exercise 2 says that the stub does not reproduce the
+# forecast. Nothing after an exercise uses the students' functions, so every other output is
+# the solution's. The self-checks call the function on inputs of their own, the same in fast
+# and full mode, so nbval compares their verdicts in both versions; a solution that stops
+# passing fails the tests.

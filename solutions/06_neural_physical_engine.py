@@ -778,3 +778,13 @@ print(f"held-out ln L per halo at the maximum: N-body input {ll_pm:.3f}, 2LPT in
 for k, v in timings.items():
     print(f"{k:>22}: {v:6.1f} s")
 print(f"{'total':>22}: {sum(timings.values()):6.1f} s")
+
+# %% [markdown] tags=["solution"]
+# **Notes for instructors.** The student version runs top to bottom with the stubs: the
+# leapfrog stub returns its starting point and the $\hat R$ stub ones. Its self-checks print
+# "FAIL: you returned the starting point: nothing moved" and "FAIL: largest gap at parameter
+# 2 (a trend in every chain): 1 instead of 1.044", and the line after exercise 2 says that
+# the stub does not reproduce `summarize`'s $\hat R$ on the HMC chains. The samplers use
+# physml's leapfrog, not the student's, so every other output is the solution's. The
+# self-checks call the function on inputs of their own, the same in fast and full mode, so
+# nbval compares their verdicts in both versions.

@@ -693,3 +693,13 @@ print("on the GNN posterior of the first seed, the same as npe.sbc_ranks:", same
 
 # %% tags=["nbval-ignore-output"]
 print(f"notebook run time: {(time.time() - T_START) / 60:.1f} min")
+
+# %% [markdown] tags=["solution"]
+# **Notes for instructors.** The student version runs top to bottom with the stubs, which
+# return zeros. Its self-checks print "FAIL: largest gap at row 2: 0 instead of -19.21" and
+# "FAIL: 60 of 60 ranks differ; first at item 0, Omega_m: 0 instead of 50", and the line
+# after exercise 2 says that the stub does not reproduce `npe.sbc_ranks` on the GNN
+# posterior. Nothing else uses the students' functions, so every other output is the
+# solution's (in the committed runs all but the timings came out the same). The self-checks call
+# the function on inputs of their own, the same in fast and full mode, so nbval compares
+# their verdicts in both versions.

@@ -38,7 +38,7 @@ from .cosmology import PRIOR_RANGES
 from .experiment import LECTURE_HPARAMS  # the lecture model's sizes
 from .flows import THETA_NAMES, _theta_to_unit
 from .models import MPGNN, GlobalModel
-from .training import make_trainer
+from .training import LossHistory, make_trainer
 
 _LO = torch.tensor([PRIOR_RANGES[k][0] for k in THETA_NAMES], dtype=torch.float32)
 _HI = torch.tensor([PRIOR_RANGES[k][1] for k in THETA_NAMES], dtype=torch.float32)
@@ -261,6 +261,8 @@ def fit_npe(
         seed=seed,
         logger=False,
     )
+    history = LossHistory()
+    trainer.callbacks.append(history)
     if kind == "gnn":
         emb = GraphEmbedding()
     else:
@@ -271,7 +273,7 @@ def fit_npe(
     if best:
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
         model.load_state_dict(state)
-    model.history = trainer.loss_history.as_dict()
+    model.history = history.as_dict()
     return model.cpu()
 
 

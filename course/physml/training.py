@@ -348,10 +348,11 @@ class GNNRegressor(pl.LightningModule):
 
 
 class LossHistory(pl.Callback):
-    """The loss curves of a run, one value per epoch, kept in memory (whether or not a
-    logger writes them to disk): ``train`` and ``val``, the epoch means of the logged
-    ``train_loss`` and ``val_loss`` (the sanity check's validation is left out).
-    :meth:`as_dict` adds ``best_epoch``, the 1-based epoch of the lowest ``val``."""
+    """The loss curves of a run, one value per epoch, kept in memory whether or not a logger
+    writes them to disk (append it to ``trainer.callbacks``): ``train`` and ``val``, the
+    epoch means of the logged ``train_loss`` and ``val_loss`` (the sanity check's
+    validation is left out). :meth:`as_dict` adds ``best_epoch``, the 1-based epoch of the
+    lowest ``val``."""
 
     def __init__(self):
         self.train: list[float] = []
@@ -528,7 +529,6 @@ def make_trainer(
     * :class:`ModelCheckpoint` on ``val_loss`` (min), keeping the best model only as
       ``out_dir/best.ckpt`` (overwritten when rerun in the same directory);
     * :class:`EarlyStopping` on ``val_loss`` after ``patience`` epochs without improvement;
-    * :class:`LossHistory` (the loss curves in memory, ``trainer.loss_history``);
     * a CSV logger in ``out_dir/csv`` (a TensorBoard logger in ``out_dir/tb`` instead when
       tensorboard is installed, as with the ``dev`` extra) and the learning rate logged
       every epoch;
@@ -582,7 +582,6 @@ def make_trainer(
             enable_version_counter=False,
         ),
         EarlyStopping(monitor="val_loss", mode="min", patience=patience),
-        LossHistory(),
     ]
     if average == "ema":
         callbacks.append(WeightAverage())
@@ -605,11 +604,7 @@ def make_trainer(
     if fast:
         kwargs["num_sanity_val_steps"] = 0
     kwargs.update(trainer_kwargs)
-    trainer = pl.Trainer(**kwargs)
-    trainer.loss_history = next(
-        (c for c in trainer.callbacks if isinstance(c, LossHistory)), LossHistory()
-    )
-    return trainer
+    return pl.Trainer(**kwargs)
 
 
 def _lock_holder(lock: Path) -> int | None:
