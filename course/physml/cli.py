@@ -172,7 +172,12 @@ def _add_train(sub) -> None:
     )
     p.add_argument("--catalogs", default=None, help="a catalog file instead of the bundled set")
     p.add_argument("--labels", default=None, help="labels file for --catalogs, if separate")
-    p.add_argument("--augment", action="store_true", help="random cube symmetries + shifts")
+    p.add_argument(
+        "--augment",
+        action="store_true",
+        help="random cube symmetries + periodic shifts of the training catalogs (only "
+        "--embedding cartesian sees them: the invariant features do not change)",
+    )
     p.add_argument(
         "--average",
         default="none",
