@@ -25,6 +25,7 @@ STUDENT_VERSIONS = {
             "05_differentiable_simulation",
             "06_neural_physical_engine",
             "07_flows_and_posteriors",
+            "08_explicit_vs_implicit",
         )
     },
 }
