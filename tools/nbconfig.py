@@ -15,32 +15,21 @@ BRANCH = "main"
 ROOT = Path(__file__).resolve().parents[1]
 #: directories (relative to the root) holding notebooks
 NOTEBOOK_DIRS = ("lecture14_gnn", "solutions")
+#: the supplementary notebooks (names without folder or suffix)
+SUPPLEMENTS = (
+    "05_differentiable_simulation",
+    "06_neural_physical_engine",
+    "07_flows_and_posteriors",
+    "08_explicit_vs_implicit",
+)
 #: solution notebook -> generated student notebook (``.py`` paths relative to the root)
 STUDENT_VERSIONS = {
-    "solutions/03_task1_invariant_features.py": "lecture14_gnn/03_task1_invariant_features.py",
-    "solutions/04_task2_open_ended.py": "lecture14_gnn/04_task2_open_ended.py",
-    **{
-        f"solutions/{name}.py": f"lecture14_gnn/{name}.py"
-        for name in (
-            "05_differentiable_simulation",
-            "06_neural_physical_engine",
-            "07_flows_and_posteriors",
-            "08_explicit_vs_implicit",
-        )
-    },
+    f"solutions/{name}.py": f"lecture14_gnn/{name}.py"
+    for name in ("03_task1_invariant_features", "04_task2_open_ended", *SUPPLEMENTS)
 }
 #: notebook -> the optional extra of pyproject.toml its Colab setup cell installs with
 #: physml (the supplements need libraries that the lecture does not)
-EXTRAS = {
-    f"{folder}/{name}.py": "supplements"
-    for folder in NOTEBOOK_DIRS
-    for name in (
-        "05_differentiable_simulation",
-        "06_neural_physical_engine",
-        "07_flows_and_posteriors",
-        "08_explicit_vs_implicit",
-    )
-}
+EXTRAS = {f"{folder}/{name}.py": "supplements" for folder in NOTEBOOK_DIRS for name in SUPPLEMENTS}
 
 TEXT_FORMAT = "py:percent"
 IGNORE_OUTPUT_TAG = "nbval-ignore-output"

@@ -156,10 +156,8 @@ class NPE(pl.LightningModule):
     def _step(self, batch, stage: str) -> Tensor:
         loss = -self.log_prob(batch).mean()
         n = batch[0].shape[0] if isinstance(batch, (list, tuple)) else batch.num_graphs
-        self.log(
-            f"{stage}_loss", loss, prog_bar=stage == "val", on_step=False, on_epoch=True,
-            batch_size=n,
-        )  # fmt: skip
+        on_bar = stage == "val"
+        self.log(f"{stage}_loss", loss, prog_bar=on_bar, on_step=False, on_epoch=True, batch_size=n)
         return loss
 
     def training_step(self, batch, batch_idx: int) -> Tensor:

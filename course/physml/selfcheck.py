@@ -296,7 +296,7 @@ def check_marginal_errors(fn) -> tuple[bool, str]:
     1-sigma errors ``[P]`` of the posterior forecast, sqrt(diag((F + F_prior)^-1)) with the
     Hartlap-corrected F? Compared with :mod:`physml.fisher` on a nearly degenerate case
     (relative tolerance 1e-6)."""
-    from .fisher import PARAMS, fisher_matrix
+    from .fisher import PARAMS, fisher_matrix, marginal_errors
 
     dmu, cov, n_sims, f_prior = _forecast_case()
     got, err = _call(fn, (dmu, cov, n_sims, f_prior), "dmu [2, 5], cov [5, 5], 40, f_prior")
@@ -307,24 +307,23 @@ def check_marginal_errors(fn) -> tuple[bool, str]:
         return False, err + " (one per parameter: Omega_m, sigma_8)"
     f_data = fisher_matrix(dmu, cov, n_sims)
     f_post = f_data + f_prior
-    expected = np.sqrt(np.diag(np.linalg.inv(f_post)))
+    expected = marginal_errors(f_post)
     if np.allclose(yours, expected, rtol=1e-6):
         return True, (
             f"matches sqrt(diag((F + F_prior)^-1)): sigma = {expected[0]:.4f}, {expected[1]:.4f}"
         )
-    raw = dmu @ np.linalg.inv(cov) @ dmu.T
     why = _named_mistake(
         yours,
         {
             "these are the errors with the other parameter fixed, 1 / sqrt(F_ii): invert the "
             "whole matrix, sqrt(diag(F^-1)), to marginalise": 1 / np.sqrt(np.diag(f_post)),
-            "the prior is missing: add f_prior to the data's Fisher matrix": np.sqrt(
-                np.diag(np.linalg.inv(f_data))
+            "the prior is missing: add f_prior to the data's Fisher matrix": marginal_errors(
+                f_data
             ),
-            "the Hartlap factor (n_sims - B - 2) / (n_sims - 1) is missing from C^-1": np.sqrt(
-                np.diag(np.linalg.inv(raw + f_prior))
+            "the Hartlap factor (n_sims - B - 2) / (n_sims - 1) is missing from C^-1": (
+                marginal_errors(fisher_matrix(dmu, cov) + f_prior)
             ),
-            "these are variances: take the square root": np.diag(np.linalg.inv(f_post)),
+            "these are variances: take the square root": expected**2,
             "C is used where its inverse belongs: F = dmu C^-1 dmu^T": np.sqrt(
                 np.abs(np.diag(np.linalg.inv(dmu @ cov @ dmu.T + f_prior)))
             ),
