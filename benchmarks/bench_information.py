@@ -7,11 +7,21 @@ Arms (``--arms``, comma separated; default: all):
 * ``clustering``, ``abundance``, ``summary``: the quadratic summary-statistics baseline
   (``physml baseline``) on the two-point function only, on the mass-function statistics
   only, and on both (:data:`physml.baselines.FEATURE_SETS`); deterministic, fitted once;
-* ``gnn``: the lecture GNN exactly as ``physml train`` trains it (sigma_8 only);
-* ``gnn_ema``: the same with ``--average ema`` (:class:`physml.training.WeightAverage`);
+* ``gnn``: the lecture GNN exactly as ``physml train`` trains it (sigma_8 only; an
+  exponential moving average of the weights, :class:`physml.training.WeightAverage`, and
+  at most 100 epochs: :data:`physml.settings.DEFAULT_AVERAGE`, ``DEFAULT_EPOCHS``);
+* ``gnn_plain``: the recipe before that, ``physml train --average none --epochs 50``;
+* ``gnn_ema50``: the moving average with at most 50 epochs (``--epochs 50``);
 * ``gnn_both``, ``positions``, ``masses``: the lecture GNN trained on (sigma_8, Omega_m)
   reading everything, the positions only (all node features equal, no halo-count graph
-  feature) and the masses only (no edges: a Deep Set) (:data:`physml.models.INPUTS`).
+  feature) and the masses only (no edges: a Deep Set) (:data:`physml.models.INPUTS`);
+* ``cartesian``: the lecture GNN with the source notebook's Cartesian edge features.
+
+An arm's own ``epochs`` win over ``--epochs``. The stored results recorded before
+``physml train``'s defaults changed (``benchmarks/results/information*.json`` with
+``recipe["defaults"]`` 50 epochs and no averaging) name their arms by what they ran: the
+plain runs ``gnn_plain``, the averaged 50-epoch runs ``gnn_ema50``, and the other GNN arms'
+labels say "no averaging, <= 50 epochs".
 
 For each arm and parameter it prints the mean and standard deviation over the seeds of
 epsilon and R^2 and a 68 % bootstrap interval of the seed mean over the test catalogs
@@ -23,7 +33,7 @@ there also writes its summary, without the predictions, to
 already in ``--out`` (same mode and epochs) are kept and only the missing ones trained,
 so the benchmark can be run in parts (e.g. ``--arms gnn,gnn_ema`` then the rest).
 
-    python benchmarks/bench_information.py                      # ~37 min on a 2-core CPU
+    python benchmarks/bench_information.py                      # ~55 min on a 2-core CPU
     python benchmarks/bench_information.py --arms summary,gnn --seeds 0,1,2
     python benchmarks/bench_information.py --print              # the table from --out
     python benchmarks/bench_information.py --print --markdown   # as in the README
@@ -56,19 +66,26 @@ ARMS = {
     "clustering": ("summary statistics: clustering only", "baseline", {"subset": "clustering"}),
     "abundance": ("summary statistics: abundance only", "baseline", {"subset": "abundance"}),
     "summary": ("summary statistics: both (physml baseline)", "baseline", {"subset": "all"}),
-    "gnn": ("lecture GNN (physml train)", "gnn", {}),
-    "gnn_ema": ("lecture GNN, --average ema", "gnn", {"average": "ema"}),
+    "gnn": ("lecture GNN (physml train: EMA, <= 100 epochs)", "gnn", {}),
+    "gnn_plain": (
+        "lecture GNN, no averaging, <= 50 epochs",
+        "gnn",
+        {"average": "none", "epochs": 50},
+    ),
+    "gnn_ema50": ("lecture GNN, EMA, <= 50 epochs", "gnn", {"average": "ema", "epochs": 50}),
     "gnn_both": ("lecture GNN, target both", "gnn", {"target": "both"}),
     "positions": ("GNN, positions only", "gnn", {"target": "both", "inputs": "positions"}),
     "masses": ("GNN, masses only (Deep Set)", "gnn", {"target": "both", "inputs": "masses"}),
     "cartesian": ("GNN, Cartesian edge features", "gnn", {"embedding": "cartesian"}),
 }
-#: minutes per run measured on the 2-core development CPU under the lock (full mode, 50
-#: epochs); the estimate printed before a run
+#: minutes per run measured on the 2-core development CPU under the lock (full mode, at
+#: most 50 epochs, except ``gnn``: the EMA recipe at most 100); the estimate printed
+#: before a run scales them by :func:`_minutes`
 MINUTES = {
     "baseline": 0.02,
-    "gnn": 2.2,
-    "gnn_ema": 2.3,
+    "gnn": 3.1,
+    "gnn_plain": 2.2,
+    "gnn_ema50": 2.3,
     "gnn_both": 2.4,
     "positions": 2.0,
     "masses": 0.4,
@@ -85,9 +102,22 @@ def _quiet() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def _minutes(arm: str) -> float:
-    kind = ARMS[arm][1]
-    return MINUTES.get(arm, MINUTES[kind])
+def _minutes(arm: str, epochs: int | None) -> float:
+    """Estimated minutes of one run of ``arm`` with ``--epochs`` ``epochs``: the measured
+    :data:`MINUTES`, times ``cap / 50`` for an epoch cap below 50, and for an arm measured
+    at 50 run at 100, times 1.4 (the EMA recipe's runs at a cap of 100 took 1.4 times as
+    long as at 50: early stopping ended them after 50 to 62 epochs)."""
+    from physml.settings import DEFAULT_EPOCHS
+
+    _, kind, options = ARMS[arm]
+    base = MINUTES.get(arm, MINUTES[kind])
+    if kind == "baseline":
+        return base
+    cap = options.get("epochs", epochs or DEFAULT_EPOCHS)
+    measured_at = 100 if arm == "gnn" else 50
+    if cap < 50:
+        return base * cap / measured_at
+    return base * (1.4 if cap > 50 and measured_at == 50 else 1.0)
 
 
 def run_arm(arm: str, seed: int, fast: bool, epochs: int | None, tmp: str) -> dict:
@@ -106,9 +136,8 @@ def run_arm(arm: str, seed: int, fast: bool, epochs: int | None, tmp: str) -> di
         names, epochs_run = list(res["names"]), None
         mean, std, true = res["pred"], res["std"], res["true"]
     else:
-        res = train(
-            f"{tmp}/{arm}-{seed}", seed=seed, fast=fast, epochs=epochs, progress=False, **options
-        )
+        options = {"epochs": epochs, **options}  # the arm's epochs win
+        res = train(f"{tmp}/{arm}-{seed}", seed=seed, fast=fast, progress=False, **options)
         names, epochs_run = list(res["metrics"].keys())[:-1], res["epochs_run"]
         mean, std, true = res["mean"], res["std"], res["true"]
     return {
@@ -219,17 +248,20 @@ def bars(summary: dict, runs: dict | None = None) -> str:
     chi^2 in [0.7, 1.4] and 68 % coverage in [0.60, 0.76] in every seed; per seed only
     when ``runs``, the predictions, are given)."""
     out = []
-    g = summary.get("gnn", {}).get("sigma_8")
+    lecture = next((a for a in ("gnn", "gnn_plain") if a in summary), None)
+    g = summary[lecture].get("sigma_8") if lecture else None
     c = summary.get("clustering", {}).get("sigma_8")
     b = summary.get("summary", {}).get("sigma_8")
     if g and c:
         ratio = g["epsilon_mean"] / c["epsilon_mean"]
-        out.append(f"GNN / clustering-only sigma_8 epsilon: {ratio:.3f} (bar <= 0.8)")
+        out.append(f"{lecture} / clustering-only sigma_8 epsilon: {ratio:.3f} (bar <= 0.8)")
     if g and b:
         ratio = g["epsilon_mean"] / b["epsilon_mean"]
-        out.append(f"GNN / full baseline sigma_8 epsilon: {ratio:.3f} (bar <= 1.00)")
-        out.append(f"GNN R^2 {g['r2_mean']:.3f} vs full baseline {b['r2_mean']:.3f} (bar: >=)")
-    for arm in ("gnn", "gnn_ema"):
+        out.append(f"{lecture} / full baseline sigma_8 epsilon: {ratio:.3f} (bar <= 1.00)")
+        out.append(
+            f"{lecture} R^2 {g['r2_mean']:.3f} vs full baseline {b['r2_mean']:.3f} (bar: >=)"
+        )
+    for arm in ("gnn", "gnn_plain", "gnn_ema50"):
         r = summary.get(arm, {}).get("sigma_8")
         if not (r and r["epsilon_std"] is not None):
             continue
@@ -276,7 +308,12 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--arms", default=",".join(ARMS), help=f"comma separated of {list(ARMS)}")
     ap.add_argument("--seeds", default="0,1,2", help="comma separated seeds (0,1,2)")
-    ap.add_argument("--epochs", type=int, default=None, help="epochs (physml train's default)")
+    ap.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="epochs of the arms without their own (physml train's)",
+    )
     ap.add_argument("--fast", action="store_true", help="fast mode: small subset (smoke test)")
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="results JSON")
     ap.add_argument("--resume", action="store_true", help="keep the runs already in --out")
@@ -298,9 +335,11 @@ def main(argv=None) -> None:
     _quiet()
     from physml import __version__
     from physml.graphdata import fast_mode
+    from physml.settings import DEFAULT_AVERAGE, DEFAULT_EPOCHS
 
     fast = args.fast or fast_mode()
-    recipe = {"fast": fast, "epochs": args.epochs, "physml": __version__}
+    defaults = {"epochs": DEFAULT_EPOCHS, "average": DEFAULT_AVERAGE}  # physml train's
+    recipe = {"fast": fast, "epochs": args.epochs, "physml": __version__, "defaults": defaults}
     results = {"recipe": recipe, "runs": {}}
     if args.resume and out.exists():
         stored = json.loads(out.read_text())
@@ -313,7 +352,7 @@ def main(argv=None) -> None:
         arm_seeds = seeds[:1] if ARMS[arm][1] == "baseline" else seeds
         jobs += [(arm, s) for s in arm_seeds if str(s) not in results["runs"].get(arm, {})]
     jobs.sort(key=lambda j: (ARMS[j[0]][1] != "baseline", j[1]))  # baselines, then by seed
-    minutes = sum(_minutes(a) for a, _ in jobs) * (0.05 if fast else 1)
+    minutes = sum(_minutes(a, args.epochs) for a, _ in jobs) * (0.05 if fast else 1)
     print(
         f"{len(jobs)} runs ({', '.join(arms)}; seeds {seeds}): about {minutes:.0f} min on a "
         f"2-core CPU ({'fast mode' if fast else 'full mode'}); results to {out}",

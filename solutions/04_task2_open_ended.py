@@ -25,22 +25,22 @@
 #   summary-statistics baseline.
 #
 # **What is realistic.** Section 9 of notebook 02 (the information ablation) shows that from
-# the halos' positions and masses the lecture GNN (7.87 % $\pm$ 0.16 over three seeds) and
-# the summary statistics (7.46 %) read the same information, which is mostly the halo mass
+# the halos' positions and masses the lecture GNN (7.76 % $\pm$ 0.14 over five seeds of
+# `physml train`) and the summary statistics (7.46 %) read the same information, which is
+# mostly the halo mass
 # function; a $\sigma_8$ error well below 7 % from positions and masses alone is not
 # realistic on these catalogs. Realistic targets: match the baseline's 7.46 % on the mean
 # over seeds (not one lucky run), beat it with the halo velocities (the solution's EGNN with
-# velocities: 6.8 % to 7.5 %, mean 7.1 %, over six runs), or predict $\Omega_m$ as well,
+# velocities: 6.8 % to 7.5 %, mean 7.1 %, over seven runs), or predict $\Omega_m$ as well,
 # where the GNN does read more than the statistics (4.44 % against 5.54 %).
 #
-# **Time.** In full mode the student version ran in 2.5 minutes on a 2-core CPU the first
-# time on this machine, almost all of it training the lecture model for the reference rows
-# (see below), and takes well under a minute once that result is cached; your own model's
-# training comes on top (about 2 minutes for a network of the lecture's size, up to 6 on a
-# busy machine). The
-# instructors' solution trains two larger networks: 21 minutes in full mode on a 2-core CPU
-# in our run (the reference results cached; another job shared the CPU for its first ten
-# minutes).
+# **Time.** The first time on a machine the notebook trains the lecture model for the
+# reference rows (see below): about 4 minutes on a 2-core CPU (50 epochs in our run); once
+# that result is cached, the student version runs in well under a minute (9 seconds in
+# full mode). Your own model's training comes on top: about 4 minutes for a network of
+# the lecture's size, several times longer on a busy machine. The instructors' solution
+# trains two larger networks as well: 22.9 minutes in full mode on a 2-core CPU with
+# nothing else running, the reference result included.
 
 # %% [markdown] tags=["solution"]
 # **Instructor version.** The student notebook `lecture14_gnn/04_task2_open_ended.ipynb`
@@ -291,9 +291,10 @@ print("all checks passed" if passed else "some checks failed: see above")
 # with while you choose. Their test-split results appear only in the final table.
 #
 # **Time.** The first time on a machine (and in every new Colab session), the next cell
-# trains the lecture model: about 2 minutes on a 2-core CPU (48 epochs in 105 s in the run
-# shown; longer on a busy machine), 0.8 minutes measured on an NVIDIA H100 GPU (Colab's
-# GPUs were not measured). It says so before it starts and shows
+# trains the lecture model: about 4 minutes on a 2-core CPU (50 epochs in the run shown;
+# longer on a busy machine), 0.8 minutes measured on an NVIDIA H100 GPU with the earlier
+# recipe of at most 50 epochs (Colab's GPUs were not measured). It says so before it
+# starts and shows
 # Lightning's progress bar; afterwards the result is read back from physml's cache folder
 # in a second.
 
@@ -313,19 +314,19 @@ print(leaderboard(val_rows))
 #
 # `physml.experiment.fit_model` trains any such network with the lecture's recipe:
 # physml's Lightning module `GNNRegressor` (heteroscedastic loss, AdamW with the lecture's
-# learning rate, cosine schedule, best checkpoint on the validation loss) with its network
-# swapped for yours. It returns the best checkpoint's model, and never reads the test
-# split. `make_trainer` seeds every random generator, which is why `fit_model` takes a
-# function that builds the network rather than the network itself. The next cell scores
-# the trained model on the validation split, next to the yardsticks; try ideas, retrain,
-# and compare here.
+# learning rate, cosine schedule, a moving average of the weights, best checkpoint on the
+# validation loss) with its network swapped for yours. It returns the best checkpoint's
+# model, and never reads the test split. `make_trainer` seeds every random generator, which
+# is why `fit_model` takes a function that builds the network rather than the network
+# itself. The next cell scores the trained model on the validation split, next to the
+# yardsticks; try ideas, retrain, and compare here.
 #
-# **Time.** At most 50 epochs with early stopping, with a progress bar: the lecture network
-# takes about 2 minutes on a 2-core CPU; a larger network or an EGNN takes longer (the
-# instructors' two solution networks took 21 minutes together on a 2-core CPU, 14 of them
-# for the EGNN while another job shared the CPU). A training of
-# the lecture network took 0.8 minutes on an NVIDIA H100 GPU; Colab's GPUs were not
-# measured.
+# **Time.** At most 100 epochs with early stopping, with a progress bar: the lecture
+# network takes about 4 minutes on a 2-core CPU; a larger network or an EGNN takes longer
+# (the instructors' two solution networks took about 19 minutes together on a 2-core CPU
+# with nothing else running: 57 epochs of the EGNN, 47 of the larger network). A training
+# of the lecture network took 0.8 minutes on an NVIDIA H100 GPU with the earlier recipe of
+# at most 50 epochs; Colab's GPUs were not measured.
 
 # %% tags=["nbval-ignore-output"]
 trained = {}  # name -> trained model, scored on the test split in the last cell
@@ -400,17 +401,19 @@ if yours is not None:
 # %% [markdown] tags=["solution"]
 # **Notes for instructors.** "The lecture model" is the lecture network with invariant
 # edge features (`physml train`, the reference row), not notebook 02's Cartesian one. The
-# full run above (2-core CPU, two torch threads, at most 50 epochs with early stopping,
-# test split of 150 catalogs) gave $\epsilon(\sigma_8)$: baseline 7.46 %, lecture model
-# 8.05 %, EGNN with velocities 6.76 % ($R^2$ 0.657 against 0.561 for the baseline), the
-# larger lecture network with velocities 7.91 % (7.15 % in an earlier full run: one run
-# of a network is one draw). In shorter runs while writing this solution (20 epochs,
-# CPU) the EGNN on positions and masses alone gave 8.5 % and the lecture-sized network with
-# velocities 7.9 %; with the full recipe on a GPU the EGNN without velocities gave 7.2 % and
-# 7.9 % (two seeds, as in the README): the architecture alone changes little here, the
-# velocities are what helps. Single runs are noisy: over four seeds on a GPU the EGNN with
-# velocities gave 6.9 % to 7.5 % (mean 7.25 %, $R^2$ 0.60 to 0.65) and the lecture model
-# 7.8 % to 8.9 % (mean 8.09 %), so the EGNN beats the lecture model in every draw but the
+# full run above (2-core CPU, two torch threads, at most 100 epochs with early stopping and
+# the moving average of the weights, test split of 150 catalogs) gave $\epsilon(\sigma_8)$:
+# baseline 7.46 %, lecture model 7.79 %, EGNN with velocities 6.93 % ($R^2$ 0.637 against
+# 0.561 for the baseline), the larger lecture network with velocities 7.07 % (7.91 % and
+# 7.15 % in the two full runs before, with the earlier recipe: one run of a network is
+# one draw; the EGNN gave 6.76 % and 6.89 % there). In shorter runs while writing this
+# solution (20 epochs, CPU) the EGNN on positions and masses alone gave 8.5 % and the
+# lecture-sized network with velocities 7.9 %; with the earlier full recipe on a GPU the
+# EGNN without velocities gave 7.2 % and 7.9 % (two seeds, as in the README): the
+# architecture alone changes little here, the velocities are what helps. Single runs are
+# noisy: over four seeds on a GPU (earlier recipe) the EGNN with velocities gave 6.9 % to
+# 7.5 % (mean 7.25 %, $R^2$ 0.60 to 0.65) and the lecture model 7.8 % to 8.9 % (mean
+# 8.09 %), so the EGNN beats the lecture model in every draw but the
 # baseline's 7.46 % only on average, by a little. Quote spreads over seeds when comparing
 # close models. The final cell scores both solution networks on the test split; they are
 # shown side by side, not chosen between there. Typical student pitfalls: reporting the

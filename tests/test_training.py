@@ -167,7 +167,9 @@ def test_make_trainer(tmp_path, monkeypatch):
 def fitted(tmp_path_factory):
     out = tmp_path_factory.mktemp("fit")
     graphs = tiny_graphs(20)
-    trainer = make_trainer(2, out, fast=True, progress=False, seed=1)
+    # raw weights: the checkpoint round trip of the model as trained (the moving average
+    # that the lecture recipe checkpoints instead has its own test below)
+    trainer = make_trainer(2, out, fast=True, progress=False, seed=1, average="none")
     model = GNNRegressor(**SMALL, target="both", feature_norm=NORM)
     train = DataLoader(graphs[:15], batch_size=5, shuffle=True)
     val = DataLoader(graphs[15:], batch_size=5)
@@ -365,7 +367,13 @@ def test_weight_average_is_the_ema_of_the_steps(tmp_path):
 
     graphs = tiny_graphs(20)
     trainer = make_trainer(
-        2, tmp_path, progress=False, seed=1, logger=False, num_sanity_val_steps=0
+        2,
+        tmp_path,
+        progress=False,
+        seed=1,
+        average="none",  # the one average is this test's, at its own decay
+        logger=False,
+        num_sanity_val_steps=0,
     )
     trainer.callbacks[:0] = [training.WeightAverage(decay), Record()]
     model = GNNRegressor(**SMALL, feature_norm=NORM)
@@ -398,8 +406,11 @@ def test_weight_average_is_the_ema_of_the_steps(tmp_path):
 def test_make_trainer_average_option(tmp_path):
     trainer = make_trainer(3, tmp_path / "a", progress=False, average="ema")
     assert sum(isinstance(c, training.WeightAverage) for c in trainer.callbacks) == 1
-    trainer = make_trainer(3, tmp_path / "b", progress=False)
+    trainer = make_trainer(3, tmp_path / "b", progress=False, average="none")
     assert not any(isinstance(c, training.WeightAverage) for c in trainer.callbacks)
+    # the lecture recipe's default (physml.settings.DEFAULT_AVERAGE) is the average
+    trainer = make_trainer(3, tmp_path / "d", progress=False)
+    assert sum(isinstance(c, training.WeightAverage) for c in trainer.callbacks) == 1
     with pytest.raises(ValueError, match="average"):
         make_trainer(3, tmp_path / "c", progress=False, average="swa")
     with pytest.raises(ValueError, match="decay"):

@@ -13,7 +13,7 @@ import sys
 import warnings
 
 from .errors import TrainingDiverged
-from .settings import DEFAULT_EPOCHS, FAST_EPOCHS, MASS_CUT
+from .settings import DEFAULT_AVERAGE, DEFAULT_EPOCHS, FAST_EPOCHS, MASS_CUT
 
 
 def _positive_int(text: str) -> int:
@@ -180,12 +180,12 @@ def _add_train(sub) -> None:
     )
     p.add_argument(
         "--average",
-        default="none",
+        default=DEFAULT_AVERAGE,
         choices=("none", "ema"),
         help=(
-            "none | ema (none): ema validates and keeps an exponential moving average of the "
-            "weights (decay 0.995 per step) instead of the raw weights; opt-in, see "
-            "benchmarks/bench_information.py for its seed spread next to the plain recipe"
+            f"none | ema ({DEFAULT_AVERAGE}): ema validates and keeps an exponential moving "
+            "average of the weights (decay 0.995 per step), none the raw weights; "
+            "benchmarks/bench_information.py measures their seed spreads side by side"
         ),
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (0)")

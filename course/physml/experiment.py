@@ -37,6 +37,7 @@ from .models import EMBEDDINGS
 from .plotting import plot_predictions_grid
 from .settings import (
     BATCH_SIZE,
+    DEFAULT_AVERAGE,
     DEFAULT_EPOCHS,
     FAST_EPOCHS,
     LECTURE_LR,
@@ -146,7 +147,7 @@ def train(
     cache_dir=None,
     overwrite: bool = True,
     evaluate_on: str = "test",
-    average: str = "none",
+    average: str = DEFAULT_AVERAGE,
     **hparams,
 ) -> dict:
     """Train the lecture GNN on the fixed split and evaluate the best checkpoint on the
@@ -165,9 +166,10 @@ def train(
     "epochs_run", "split", "mean", "std", "true"}`` (``split``: the part the metrics are
     of; the last three: that part's predictions, numpy ``[n, T]``).
 
-    ``average="ema"`` validates and keeps an exponential moving average of the weights
-    (:class:`~physml.training.WeightAverage`), an opt-in that the information benchmark
-    (``benchmarks/bench_information.py``) measures against the plain recipe; ``**hparams``
+    ``average`` (default :data:`DEFAULT_AVERAGE`, ``"ema"``) validates and keeps an
+    exponential moving average of the weights (:class:`~physml.training.WeightAverage`);
+    ``average="none"`` keeps the raw weights, the earlier recipe
+    (``benchmarks/bench_information.py`` measures the two side by side); ``**hparams``
     override :class:`~physml.training.GNNRegressor` options (e.g. ``inputs="masses"``).
 
     ``out`` is held with a lock file for the run (:func:`~physml.training.run_directory`):
@@ -246,7 +248,8 @@ def fit_model(
     returns the best checkpoint's :class:`GNNRegressor` (eval mode) wrapping it.
 
     The recipe is :class:`GNNRegressor`'s (heteroscedastic loss, AdamW with the lecture's
-    learning rate, cosine schedule, best checkpoint on the validation loss) with its network
+    learning rate, cosine schedule) and :func:`make_trainer`'s (the weights' moving average
+    :data:`DEFAULT_AVERAGE`, best checkpoint on the validation loss) with its network
     swapped for ``build()``. :func:`make_trainer` seeds every random generator before the
     network is built, which is why this takes a function rather than a network.
 
@@ -465,6 +468,7 @@ def reference_recipe(name: str, fast: bool | None = None, cset: CatalogSet | Non
             hparams=dict(LECTURE_HPARAMS),
             epochs=FAST_EPOCHS if fast else DEFAULT_EPOCHS,
             batch_size=BATCH_SIZE,
+            average=DEFAULT_AVERAGE,
             embedding=REFERENCE_EMBEDDINGS[name],
             seed=0,
         )

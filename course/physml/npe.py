@@ -257,6 +257,7 @@ def fit_npe(
         fast=fast,
         progress=progress,
         seed=seed,
+        average="none",  # the flow's validation loss judges the raw weights
         logger=False,
     )
     history = LossHistory()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 __all__ = [
     "BATCH_SIZE",
+    "DEFAULT_AVERAGE",
     "DEFAULT_EPOCHS",
     "FAST_EPOCHS",
     "LECTURE_LR",
@@ -40,8 +41,13 @@ LECTURE_LR = 1e-3
 #: Graphs per training batch.
 BATCH_SIZE = 16
 #: Most epochs of a training run (early stopping may end it sooner), and in fast mode.
-DEFAULT_EPOCHS = 50
+DEFAULT_EPOCHS = 100
 FAST_EPOCHS = 2
+#: Weight averaging of the lecture recipe: ``"ema"`` validates and checkpoints an
+#: exponential moving average of the weights (:class:`physml.training.WeightAverage`).
+#: With :data:`DEFAULT_EPOCHS` it is the recipe whose seed spread
+#: ``benchmarks/bench_information.py`` measured lowest (see the README).
+DEFAULT_AVERAGE = "ema"
 
 
 def fast_mode() -> bool:

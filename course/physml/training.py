@@ -42,7 +42,15 @@ from torch import Tensor
 from physml.errors import TrainingDiverged
 from physml.limits import over_limit
 from physml.models import EMBEDDINGS, MPGNN, target_columns
-from physml.settings import FAST_EPOCHS, LECTURE_LR, LECTURE_SIZES, MASS_CUT, R_LINK, TARGETS
+from physml.settings import (
+    DEFAULT_AVERAGE,
+    FAST_EPOCHS,
+    LECTURE_LR,
+    LECTURE_SIZES,
+    MASS_CUT,
+    R_LINK,
+    TARGETS,
+)
 
 __all__ = [
     "AVERAGES",
@@ -520,7 +528,7 @@ def make_trainer(
     fast: bool = False,
     progress: bool = True,
     seed: int = 0,
-    average: str = "none",
+    average: str = DEFAULT_AVERAGE,
     **trainer_kwargs,
 ) -> pl.Trainer:
     r"""A :class:`pytorch_lightning.Trainer` set up for the course.
@@ -547,8 +555,10 @@ def make_trainer(
             no model summary.
         progress: show the progress bar and model summary.
         seed: global seed.
-        average: ``"none"`` or ``"ema"`` (:data:`AVERAGES`): validate and checkpoint an
-            exponential moving average of the weights (:class:`WeightAverage`, decay 0.995).
+        average: ``"none"`` or ``"ema"`` (:data:`AVERAGES`; default
+            :data:`~physml.settings.DEFAULT_AVERAGE`, the lecture recipe's ``"ema"``):
+            ``"ema"`` validates and checkpoints an exponential moving average of the
+            weights (:class:`WeightAverage`, decay 0.995), ``"none"`` the raw weights.
         **trainer_kwargs: passed on to :class:`pytorch_lightning.Trainer` (override the
             above, e.g. ``limit_train_batches``).
 
