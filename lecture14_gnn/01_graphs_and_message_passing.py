@@ -31,8 +31,12 @@
 # 7. the edge / node / global message-passing network (Algorithm 13.2) with `MetaLayer`;
 # 8. explicit vs implicit inference, and why differentiable simulators matter.
 #
+# Two exercises (after sections 4 and 6) ask you to write a piece yourself; a self-check
+# under each says PASS, or what is wrong and why.
+#
 # Everything here runs on a laptop CPU in well under a minute (the whole notebook, in full
-# mode: 5 seconds on a 2-core CPU); nothing is trained.
+# mode: 9 seconds for the solution and 11 for the student version on a 2-core CPU);
+# nothing is trained.
 
 # %% tags=["nbval-ignore-output"]
 # Colab: install physml (and what Colab lacks); elsewhere nothing happens.
@@ -93,6 +97,7 @@ from physml.experiment import LECTURE_HPARAMS
 from physml.graphdata import HaloDataset
 from physml.models import MPGNN, CartesianEmbedding, EdgeModel, GlobalModel, NodeModel
 from physml.plotting import plot_graph_3d
+from physml.selfcheck import check_k_hop_nodes, check_mean_aggregation
 from physml.simulation import SimulationConfig, initial_conditions, nbody, overdensity
 
 torch.manual_seed(0)
@@ -365,6 +370,48 @@ for n_layers in range(4):
 # final pooling over all halos then averages these local summaries over the whole box.
 
 # %% [markdown]
+# ### Exercise 1: the receptive field, by hand
+#
+# Write `my_k_hop_nodes(edge_index, num_nodes, node, k)`: the nodes whose features can
+# influence `node`'s output after `k` message-passing layers, the node itself included,
+# without `k_hop_subgraph`. Messages travel along the edges, from `edge_index[0]` (the
+# sender $j$) to `edge_index[1]` (the receiver $i$), one step per layer. (Hint: start
+# from `{node}` and, `k` times, add every sender of an edge whose receiver is already in
+# the set.) The self-check runs it on a small *directed* graph, where the direction of the
+# edges matters (our halo graphs are undirected, so there it does not), and names the
+# usual slips. Then compare with the gradient test above: why is the set after $L$ layers
+# the same as the nodes on which the gradient of the output is non-zero?
+
+
+# %%
+def my_k_hop_nodes(edge_index, num_nodes, node, k):
+    """The receptive field of `node` after `k` layers.
+
+    Args:
+        edge_index: [2, E] integer tensor, row 0 the senders j, row 1 the receivers i.
+        num_nodes: N, the number of nodes.
+        node: the node's index, 0 <= node < N.
+        k: the number of layers (message-passing steps), >= 0.
+
+    Returns:
+        The indices of the nodes within k steps of `node` (it included), a list or a 1-D
+        tensor, in any order.
+    """
+    # TODO: grow the set from {node}: k times, add the senders of the edges that arrive in it.
+    # TODO: for now this returns the node alone.
+    return [node]
+
+
+passed, why = check_k_hop_nodes(my_k_hop_nodes)
+print("PASS:" if passed else "FAIL:", why)
+if passed:  # and on our halo graph, against PyG
+    ours = {int(v) for v in my_k_hop_nodes(data.edge_index, n_halos, centre, 2)}
+    print(
+        "on the halo graph, 2 hops from the most massive halo, same as k_hop_subgraph:",
+        ours == set(hops[2][0].tolist()),
+    )
+
+# %% [markdown]
 # ## 5. Simple message passing (Algorithm 13.1)
 #
 # The simplest GNN that respects the symmetry alternates two steps for every node $n$, in
@@ -500,6 +547,44 @@ ones = torch.ones(data.num_edges, 1)
 deg_by_sum = scatter(ones, dst, dim=0, dim_size=n_halos, reduce="sum")[:, 0]
 print("sum of ones == degree:", torch.equal(deg_by_sum, degree(dst, n_halos)))
 print(f"mean number of halos within 5 Mpc/h: {deg_by_sum.mean():.1f}")
+
+# %% [markdown]
+# ### Exercise 2: mean aggregation from a sum
+#
+# Write `my_mean_aggregation(h, edge_index)`: for every node $i$, the mean of the features
+# $\mathbf{h}_j$ of its senders (the edges $j \to i$, `edge_index[0]` to `edge_index[1]`),
+# using only `index_add_` (the scatter-sum of section 5), not `scatter(..., reduce="mean")`.
+# A node that receives nothing gets zeros, as in PyG. (Hint: the mean is a sum divided by
+# a count, and the count is the sum of ones you just saw.) The self-check compares it with
+# a loop over the edges of a small directed graph that has a node without senders. Then:
+# which of the three toy nodes above would your mean tell apart, and which would it not?
+
+
+# %%
+def my_mean_aggregation(h, edge_index):
+    """Mean of the senders' features at each receiver.
+
+    Args:
+        h: [N, F] node features.
+        edge_index: [2, E] integer tensor, row 0 the senders j, row 1 the receivers i.
+
+    Returns:
+        [N, F]: row i the mean of h[j] over the edges j -> i; zeros where there is none.
+    """
+    # TODO: sum the senders' rows into their receivers, count the edges each receives,
+    # TODO: and divide (a node without senders must get 0, not 0 / 0). For now: zeros.
+    return torch.zeros_like(h)
+
+
+passed, why = check_mean_aggregation(my_mean_aggregation)
+print("PASS:" if passed else "FAIL:", why)
+if passed:  # and on the halo graph, against PyG's scatter mean
+    same = torch.allclose(
+        my_mean_aggregation(h0, data.edge_index),
+        scatter(h0[src], dst, dim=0, dim_size=n_halos, reduce="mean"),
+        atol=1e-6,
+    )
+    print("on the halo graph, same as scatter(..., reduce='mean'):", same)
 
 # %% [markdown]
 # ## 7. Edge, node and global updates (Algorithm 13.2)

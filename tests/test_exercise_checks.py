@@ -1,6 +1,6 @@
-"""The self-checks of the supplements' exercises (physml.selfcheck, notebooks 05-07): a right
-answer, written here independently of physml's implementation, passes; each usual mistake,
-a stub and a function that raises fail with a line that says what is wrong."""
+"""The self-checks of the exercises (physml.selfcheck; notebooks 01, 02 and the supplements):
+a right answer, written here independently of physml's implementation, passes; each usual
+mistake, a stub and a function that raises fail with a line that says what is wrong."""
 
 import numpy as np
 import pytest
@@ -229,3 +229,167 @@ def test_check_sbc_ranks(answer, words):
     assert passed, why
     passed, why = sc.check_sbc_ranks(answer)
     assert not passed and words in why and "\n" not in why
+
+
+# ------------------------------------------------------------ 01: mean aggregation
+def _scatter_mean(h, edge_index):
+    from torch_geometric.utils import scatter
+
+    return scatter(h[edge_index[0]], edge_index[1], dim=0, dim_size=h.size(0), reduce="mean")
+
+
+def _mean_with_nan(h, edge_index):
+    total = torch.zeros_like(h).index_add_(0, edge_index[1], h[edge_index[0]])
+    count = torch.zeros(h.size(0), dtype=h.dtype).index_add_(
+        0, edge_index[1], torch.ones(edge_index.size(1), dtype=h.dtype)
+    )
+    return total / count[:, None]  # 0 / 0 where nothing arrives
+
+
+@pytest.mark.parametrize(
+    "answer, words",
+    [
+        (
+            lambda h, e: torch.zeros_like(h).index_add_(0, e[1], h[e[0]]),
+            "sum of the messages",
+        ),
+        (lambda h, e: _scatter_mean(h, e.flip(0)), "aggregated at the senders"),
+        (
+            lambda h, e: _scatter_mean(
+                h, torch.cat([e, torch.arange(h.size(0)).repeat(2, 1)], dim=1)
+            ),
+            "node itself",
+        ),
+        (_mean_with_nan, "NaN (0 / 0)"),
+        (lambda h, e: _scatter_mean(h, e)[:, :2], "shape [7, 2], expected [7, 3]"),
+        (lambda h, e: _scatter_mean(h, e) * 1.01, "largest gap at node"),
+        (lambda h, e: h.missing, "raised AttributeError"),
+    ],
+)
+def test_check_mean_aggregation(answer, words):
+    passed, why = sc.check_mean_aggregation(_scatter_mean)
+    assert passed, why
+    passed, why = sc.check_mean_aggregation(answer)
+    assert not passed and words in why and "\n" not in why
+
+
+# ------------------------------------------------------------ 01: receptive field
+def _pyg_k_hop(edge_index, num_nodes, node, k):
+    from torch_geometric.utils import k_hop_subgraph
+
+    return k_hop_subgraph(node, k, edge_index, num_nodes=num_nodes)[0]
+
+
+def _bfs(edge_index, node, k, reverse=False, keep=True):
+    """Breadth-first search, k steps against (or along, ``reverse``) the edges."""
+    senders = {}
+    for j, i in edge_index.T.tolist():
+        a, b = (j, i) if reverse else (i, j)
+        senders.setdefault(a, set()).add(b)
+    seen, frontier = {node}, {node}
+    for _ in range(k):
+        frontier = {m for n in frontier for m in senders.get(n, ())}
+        seen = seen | frontier if keep else frontier
+    return sorted(seen)
+
+
+def test_k_hop_reference_agrees_with_pyg_for_every_node_and_depth():
+    _, edge_index = sc._toy_graph()
+    for node in range(sc.TOY_NODES):
+        for k in range(4):
+            assert sc.check_k_hop_nodes(_pyg_k_hop, node=node, k=k)[0]
+            assert sc.check_k_hop_nodes(lambda e, n, v, d: _bfs(e, v, d), node=node, k=k)[0]
+
+
+@pytest.mark.parametrize(
+    "answer, words",
+    [
+        (lambda e, n, v, k: _bfs(e, v, k, keep=False), "exactly 2 steps"),
+        (lambda e, n, v, k: [u for u in _bfs(e, v, k) if u != v], "node itself is missing"),
+        (lambda e, n, v, k: _bfs(e, v, k, reverse=True), "wrong way"),
+        (lambda e, n, v, k: _bfs(e, v, k - 1), "1 steps"),
+        (lambda e, n, v, k: _bfs(e, v, k) + [6], "[6] do not reach it"),
+        (lambda e, n, v, k: [0.5], "integers from 0 to 6"),
+        (lambda e, n, v, k: None, "integers from 0 to 6"),
+    ],
+)
+def test_check_k_hop_nodes(answer, words):
+    passed, why = sc.check_k_hop_nodes(answer)
+    assert not passed and words in why and "\n" not in why
+
+
+# ------------------------------------------------------------ 02: Gaussian NLL
+def _nll(mean, std, true, constant=True):
+    nll = -torch.distributions.Normal(mean, std).log_prob(true)
+    if not constant:
+        nll = nll - 0.5 * np.log(2 * np.pi)
+    return nll.mean(dim=0).sum()
+
+
+@pytest.mark.parametrize("constant", [True, False])
+def test_check_gaussian_nll_passes_with_or_without_the_constant(constant):
+    passed, why = sc.check_gaussian_nll(lambda m, s, t: _nll(m, s, t, constant))
+    assert passed and ("with the" if constant else "without the") in why
+
+
+@pytest.mark.parametrize(
+    "answer, words",
+    [
+        (lambda m, s, t: -_nll(m, s, t), "log-likelihood"),
+        (lambda m, s, t: _nll(m, s, t, False) * len(t), "summed over the batch"),
+        (lambda m, s, t: _nll(m, s, t) / t.shape[1], "averaged over the targets"),
+        (
+            lambda m, s, t: (torch.log(s**2) + 0.5 * ((t - m) / s) ** 2).mean(0).sum(),
+            "log sigma^2 without the 1/2",
+        ),
+        (
+            lambda m, s, t: (torch.log(s) + ((t - m) / s) ** 2).mean(0).sum(),
+            "lacks its 1/2",
+        ),
+        (lambda m, s, t: _nll(m, s, t).detach(), "no gradient"),
+        (lambda m, s, t: -torch.distributions.Normal(m, s).log_prob(t), "scalar tensor"),
+        (lambda m, s, t: float(_nll(m, s, t).detach()), "scalar tensor"),
+        (lambda m, s, t: _nll(m, s, t) * 1.01, "instead of"),
+    ],
+)
+def test_check_gaussian_nll(answer, words):
+    passed, why = sc.check_gaussian_nll(answer)
+    assert not passed and words in why and "\n" not in why
+
+
+# ------------------------------------------------------------ 02: coverage
+def _coverage(mean, std, true, level):
+    from physml.metrics import coverage
+
+    return coverage(mean, std, true, level)
+
+
+def _coverage_by_ppf(mean, std, true, level, q):
+    from scipy.stats import norm
+
+    return float(np.mean(np.abs(mean - true) <= norm.ppf(q(level)) * std))
+
+
+@pytest.mark.parametrize(
+    "answer, words",
+    [
+        (lambda m, s, t, p: _coverage_by_ppf(m, s, t, p, lambda p: p), "one-sided"),
+        (lambda m, s, t, p: 1 - _coverage(m, s, t, p), "outside"),
+        (lambda m, s, t, p: 100 * _coverage(m, s, t, p), "percent"),
+        (lambda m, s, t, p: float(np.mean(np.abs(m - t) <= s)), "one standard deviation"),
+        (lambda m, s, t, p: _coverage(m, s, t, p) + (p == 0.4) * 0.01, "level 0.4"),
+        (lambda m, s, t, p: [0.1, 0.2], "one number"),
+        (lambda m, s, t, p: 1 / 0, "raised ZeroDivisionError"),
+    ],
+)
+def test_check_coverage(answer, words):
+    passed, why = sc.check_coverage(_coverage)
+    assert passed, why
+    passed, why = sc.check_coverage(answer)
+    assert not passed and words in why and "\n" not in why
+
+
+def test_coverage_case_is_not_calibrated_and_the_levels_differ():
+    mean, std, true = sc._coverage_case()
+    got = [_coverage(mean, std, true, p) for p in (0.4, 0.68, 0.95)]
+    assert got[0] < got[1] < got[2] and got[1] < 0.66  # over-confident errors, on purpose

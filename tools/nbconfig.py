@@ -22,10 +22,13 @@ SUPPLEMENTS = (
     "07_flows_and_posteriors",
     "08_explicit_vs_implicit",
 )
-#: solution notebook -> generated student notebook (``.py`` paths relative to the root)
+#: the lecture notebooks and the Task notebooks (names without folder or suffix)
+LECTURES = ("01_graphs_and_message_passing", "02_sigma8_gnn")
+TASKS = ("03_task1_invariant_features", "04_task2_open_ended")
+#: solution notebook -> generated student notebook (``.py`` paths relative to the root):
+#: every notebook has exercises, so every one is generated from its solution
 STUDENT_VERSIONS = {
-    f"solutions/{name}.py": f"lecture14_gnn/{name}.py"
-    for name in ("03_task1_invariant_features", "04_task2_open_ended", *SUPPLEMENTS)
+    f"solutions/{name}.py": f"lecture14_gnn/{name}.py" for name in (*LECTURES, *TASKS, *SUPPLEMENTS)
 }
 #: notebook -> the optional extra of pyproject.toml its Colab setup cell installs with
 #: physml (the supplements need libraries that the lecture does not)

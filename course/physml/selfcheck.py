@@ -8,12 +8,16 @@ much, on which edge or catalog, rather than a bare ``False``.
 * :func:`check_model` runs a Task 2 model on a sample batch: output shapes, std > 0,
   invariance under cube symmetries and a periodic translation.
 
-And the exercises of the supplements, each a function of the student's that the check
-calls on its own fixed inputs: :func:`check_log_response` and :func:`check_marginal_errors`
-(05: autograd through the linear power spectrum; a Fisher forecast with a prior),
-:func:`check_leapfrog` and :func:`check_split_rhat` (06: the integrator of HMC; its
-convergence diagnostic), :func:`check_log_density` and :func:`check_sbc_ranks` (07: the
-change of variables of a flow; the ranks of simulation-based calibration).
+And the exercises of the lecture notebooks and the supplements, each a function of the
+student's that the check calls on its own fixed inputs: :func:`check_k_hop_nodes` and
+:func:`check_mean_aggregation` (01: the receptive field; mean aggregation from a scatter
+sum), :func:`check_gaussian_nll` and :func:`check_coverage` (02: the Gaussian likelihood as
+a loss; the coverage of central intervals), :func:`check_log_response` and
+:func:`check_marginal_errors` (05: autograd through the linear power spectrum; a Fisher
+forecast with a prior), :func:`check_leapfrog` and :func:`check_split_rhat` (06: the
+integrator of HMC; its convergence diagnostic), :func:`check_log_density` and
+:func:`check_sbc_ranks` (07: the change of variables of a flow; the ranks of
+simulation-based calibration).
 """
 
 from __future__ import annotations
@@ -572,3 +576,269 @@ def check_sbc_ranks(fn) -> tuple[bool, str]:
         f"{int(wrong.sum())} of {wrong.size} ranks differ; first at item {i}, "
         f"{('Omega_m', 'sigma_8')[j]}: {yours[i, j]:.4g} instead of {int(expected[i, j])}"
     )
+
+
+# --------------------------------------------------------------------------- lecture
+# Self-checks of the exercises of the lecture notebooks 01 (aggregation, receptive field)
+# and 02 (the Gaussian likelihood as a loss, interval coverage), in the same form. Their
+# references are written out here (a loop over the edges, reachability by powers of the
+# adjacency matrix, scipy's normal distribution), not taken from the library functions the
+# notebooks teach.
+
+#: the directed graph of :func:`check_mean_aggregation` and :func:`check_k_hop_nodes`:
+#: edges ``j -> i`` as rows ``(j, i)`` of 7 nodes; node 6 receives nothing, node 0 sends
+#: more than it receives, so that a direction mix-up shows
+TOY_EDGES = ((0, 1), (0, 2), (0, 3), (1, 2), (2, 4), (3, 4), (4, 5), (5, 0), (6, 5), (1, 0))
+TOY_NODES = 7
+
+
+def _toy_graph() -> tuple[Tensor, Tensor]:
+    """Node features ``[7, 3]`` (seeded) and the edge index ``[2, 10]`` of :data:`TOY_EDGES`
+    (row 0 the senders j, row 1 the receivers i, as in PyG)."""
+    gen = torch.Generator().manual_seed(11)
+    h = torch.randn(TOY_NODES, 3, generator=gen, dtype=torch.float64)
+    return h, torch.tensor(TOY_EDGES).T.contiguous()
+
+
+def _mean_by_loop(h: np.ndarray, edges, receivers: bool = True, self_loop: bool = False):
+    """Mean of the senders' rows of ``h`` per receiving node (or per sending node with
+    ``receivers=False``), zero where a node has none; with ``self_loop`` the node's own row
+    counts as one more neighbour."""
+    out = np.zeros_like(h)
+    for n in range(len(h)):
+        rows = [j if receivers else i for j, i in edges if (i if receivers else j) == n]
+        if self_loop:
+            rows.append(n)
+        if rows:
+            out[n] = h[rows].mean(axis=0)
+    return out
+
+
+def check_mean_aggregation(fn) -> tuple[bool, str]:
+    """Exercise of notebook 01: is ``fn(h, edge_index)`` (h ``[N, F]``, edge_index
+    ``[2, E]`` with row 0 the senders j and row 1 the receivers i) the mean of the senders'
+    features at each receiver, ``[N, F]``, zero at a node that receives nothing (PyG's
+    convention)? Compared with a loop over the edges of a 7-node directed graph."""
+    h, edge_index = _toy_graph()
+    got, err = _call(fn, (h.clone(), edge_index.clone()), "h [7, 3], edge_index [2, 10]")
+    if err:
+        return False, err
+    try:
+        raw = np.asarray(got.detach().cpu() if torch.is_tensor(got) else got, dtype=np.float64)
+    except (TypeError, ValueError):
+        raw = None
+    if raw is not None and raw.shape == (TOY_NODES, 3) and np.isnan(raw[6]).any():
+        return False, (
+            "node 6 receives no message and your mean there is NaN (0 / 0): give nodes "
+            "without neighbours 0, as PyG does (divide by the count clamped to at least 1)"
+        )
+    yours, err = _as_float64(got, "the aggregated features", (TOY_NODES, 3))
+    if err:
+        return False, err + " (one row per node)"
+    hn = h.numpy()
+    expected = _mean_by_loop(hn, TOY_EDGES)
+    if np.allclose(yours, expected, rtol=1e-6, atol=1e-9):
+        return True, "matches a loop over the 10 edges of a 7-node directed graph"
+    count = np.bincount([i for _, i in TOY_EDGES], minlength=TOY_NODES)[:, None]
+    why = _named_mistake(
+        yours,
+        {
+            "this is the sum of the messages: divide by the number each node receives": (
+                expected * count
+            ),
+            "you aggregated at the senders: messages go from edge_index[0] (j) to "
+            "edge_index[1] (i)": _mean_by_loop(hn, TOY_EDGES, receivers=False),
+            "you counted the node itself as a neighbour: aggregate the senders only": (
+                _mean_by_loop(hn, TOY_EDGES, self_loop=True)
+            ),
+        },
+        rtol=1e-6,
+    )
+    if why:
+        return False, why
+    return False, _worst(yours, expected, lambda i: f"node {i[0]}, feature {i[1]}")
+
+
+def _reachable(edges, n_nodes: int, node: int, k: int, exact: bool = False, out=False):
+    """Nodes whose messages reach ``node`` in at most ``k`` steps along the edges (exactly
+    ``k`` with ``exact``; along the reversed edges with ``out``), by powers of the adjacency
+    matrix ``A[i, j] = 1`` for an edge ``j -> i``."""
+    a = np.zeros((n_nodes, n_nodes), dtype=np.int64)
+    for j, i in edges:
+        a[(j, i) if out else (i, j)] = 1
+    step = a if exact else a + np.eye(n_nodes, dtype=np.int64)
+    reach = np.linalg.matrix_power(step, k)[node] if k > 0 else np.eye(n_nodes)[node]
+    return sorted(int(v) for v in np.nonzero(reach)[0])
+
+
+def check_k_hop_nodes(fn, node: int = 4, k: int = 2) -> tuple[bool, str]:
+    """Exercise of notebook 01: is ``fn(edge_index, num_nodes, node, k)`` the receptive
+    field of ``node`` after ``k`` layers, the nodes (the node itself included) from which a
+    message reaches it in at most ``k`` steps along the edges ``edge_index[0] ->
+    edge_index[1]``? Any order, as a list or a 1-D tensor; compared as a set with the
+    reachability of a 7-node directed graph by powers of its adjacency matrix."""
+    _, edge_index = _toy_graph()
+    what = f"the 7-node graph, node {node}, k = {k}"
+    got, err = _call(fn, (edge_index.clone(), TOY_NODES, node, k), what)
+    if err:
+        return False, err
+    try:
+        flat = np.asarray(got.detach().cpu() if torch.is_tensor(got) else got).reshape(-1)
+        yours = sorted({int(v) for v in flat})
+        if not np.all(np.isin(flat, np.arange(TOY_NODES))):
+            raise ValueError
+    except (TypeError, ValueError):
+        return False, (
+            f"expected the node indices (integers from 0 to {TOY_NODES - 1}), got {got!r}"
+        )
+    expected = _reachable(TOY_EDGES, TOY_NODES, node, k)
+    if yours == expected:
+        return True, f"node {node} hears from nodes {expected} within {k} steps"
+    guesses = {
+        f"these are the nodes exactly {k} steps away: a layer also keeps what the nearer "
+        "nodes sent (and the node's own features)": _reachable(
+            TOY_EDGES, TOY_NODES, node, k, exact=True
+        ),
+        f"the node itself is missing: after {k} layers its output still depends on its own "
+        "features": [v for v in expected if v != node],
+        "you followed the edges the wrong way: these are the nodes that hear from it; "
+        "messages go from edge_index[0] to edge_index[1]": _reachable(
+            TOY_EDGES, TOY_NODES, node, k, out=True
+        ),
+        f"these are {k - 1} steps: count one step per layer": _reachable(
+            TOY_EDGES, TOY_NODES, node, k - 1
+        ),
+    }
+    for why, guess in guesses.items():
+        if yours == sorted(guess):
+            return False, why
+    missing = sorted(set(expected) - set(yours))
+    extra = sorted(set(yours) - set(expected))
+    parts = [f"missing {missing}"] * bool(missing) + [f"{extra} do not reach it"] * bool(extra)
+    return False, f"expected {expected}, got {yours} ({'; '.join(parts)})"
+
+
+def _loss_case() -> tuple[Tensor, Tensor, Tensor]:
+    """Predicted means, standard deviations and true values, ``[40, 2]`` each (seeded)."""
+    gen = torch.Generator().manual_seed(5)
+    true = 0.6 + 0.4 * torch.rand(40, 2, generator=gen, dtype=torch.float64)
+    std = 0.02 + 0.06 * torch.rand(40, 2, generator=gen, dtype=torch.float64)
+    mean = true + std * torch.randn(40, 2, generator=gen, dtype=torch.float64) * 1.3
+    return mean, std, true
+
+
+def check_gaussian_nll(fn) -> tuple[bool, str]:
+    """Exercise of notebook 02: is ``fn(mean, std, true)`` (``[B, T]`` tensors each) the
+    Gaussian negative log-likelihood, averaged over the batch and summed over the targets,
+    a scalar tensor that autograd can differentiate? With or without the constant
+    ``log(2 pi) / 2`` per target. Compared with ``-scipy.stats.norm.logpdf``."""
+    from scipy.stats import norm
+
+    mean, std, true = _loss_case()
+    mean_in = mean.clone().requires_grad_(True)
+    got, err = _call(fn, (mean_in, std.clone(), true.clone()), "mean, std, true [40, 2] each")
+    if err:
+        return False, err
+    if not (torch.is_tensor(got) and got.dim() == 0):
+        shape = list(got.shape) if torch.is_tensor(got) else type(got).__name__
+        return False, f"expected a scalar tensor (a loss to minimise), got {shape}"
+    if not got.requires_grad:
+        return False, (
+            "the loss does not depend on mean through torch operations (no gradient): "
+            "compute it with torch, not numpy or float()"
+        )
+    yours = float(got.detach())
+    m, s, t = (x.numpy() for x in (mean, std, true))
+    expected = float(-norm.logpdf(t, loc=m, scale=s).mean(axis=0).sum())
+    n_targets = t.shape[1]
+    without_constant = expected - n_targets * 0.5 * math.log(2 * math.pi)
+    for value, how in ((expected, "with"), (without_constant, "without")):
+        if math.isclose(yours, value, rel_tol=1e-6, abs_tol=1e-9):
+            return True, (
+                f"matches -norm.logpdf, averaged over 40 catalogs and summed over 2 targets, "
+                f"{how} the constant log(2 pi) / 2: {yours:.4f}"
+            )
+    r2 = ((t - m) / s) ** 2
+    log_s = np.log(s)
+    constant = n_targets * 0.5 * math.log(2 * math.pi)
+    for c in (0.0, constant):  # each mistake with and without the constant
+        guesses = {
+            "this is the log-likelihood: a loss is its negative": -(without_constant + c),
+            "you summed over the batch: average over the catalogs (sum over the targets)": (
+                (without_constant + c) * len(t)
+            ),
+            "you averaged over the targets as well: sum over them": (
+                (without_constant + c) / n_targets
+            ),
+            "log sigma^2 without the 1/2: the density has log sigma, or (1/2) log sigma^2": (
+                (2 * log_s + 0.5 * r2).mean(axis=0).sum() + c
+            ),
+            "the squared error lacks its 1/2: the exponent is -(y - mu)^2 / (2 sigma^2)": (
+                (log_s + r2).mean(axis=0).sum() + c
+            ),
+        }
+        for why, guess in guesses.items():
+            if math.isclose(yours, float(guess), rel_tol=1e-6, abs_tol=1e-9):
+                return False, why
+    return False, (
+        f"{yours:.6g} instead of {expected:.6g} ({without_constant:.6g} without the constant)"
+    )
+
+
+def _coverage_case() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Predicted means, standard deviations and true values, ``[300]`` each (seeded;
+    the errors somewhat larger than the predicted std)."""
+    rng = np.random.default_rng(3)
+    true = rng.uniform(0.6, 1.0, 300)
+    std = rng.uniform(0.03, 0.08, 300)
+    return true + 1.2 * std * rng.standard_normal(300), std, true
+
+
+def check_coverage(fn) -> tuple[bool, str]:
+    """Exercise of notebook 02: is ``fn(mean, std, true, level)`` (``[n]`` arrays each, a
+    probability ``level``) the fraction of true values inside the central ``level``
+    interval of the predicted Gaussians? Compared at levels 0.4, 0.68 and 0.95 with a count
+    against ``scipy.stats.norm.ppf((1 + level) / 2)``."""
+    from scipy.stats import norm
+
+    mean, std, true = _coverage_case()
+    levels = (0.4, 0.68, 0.95)
+    yours = []
+    for level in levels:
+        got, err = _call(fn, (mean.copy(), std.copy(), true.copy(), level), f"level {level}")
+        if err:
+            return False, err
+        try:
+            yours.append(float(got))
+        except (TypeError, ValueError):
+            return False, f"level {level}: expected one number (a fraction), got {got!r}"
+    yours = np.array(yours)
+    z = np.abs(mean - true) / std
+
+    def frac(limit):
+        return np.array([np.mean(z <= lim) for lim in limit])
+
+    expected = frac([norm.ppf((1 + p) / 2) for p in levels])
+    if np.allclose(yours, expected, atol=1e-12):
+        return True, (
+            "matches a count inside the central intervals: "
+            + ", ".join(f"{p:.0%}: {c:.3f}" for p, c in zip(levels, expected, strict=True))
+        )
+    why = _named_mistake(
+        yours,
+        {
+            "you used norm.ppf(level), a one-sided quantile: the central interval reaches "
+            "norm.ppf((1 + level) / 2) standard deviations on each side": frac(
+                [norm.ppf(p) for p in levels]
+            ),
+            "you used one standard deviation at every level: the central interval reaches "
+            "norm.ppf((1 + level) / 2) standard deviations on each side": frac([1.0] * 3),
+            "this is the fraction outside the intervals: count the truths inside": 1 - expected,
+            "you counted in percent: return a fraction in [0, 1]": 100 * expected,
+        },
+        rtol=1e-9,
+    )
+    if why:
+        return False, why
+    i = int(np.argmax(np.abs(yours - expected)))
+    return False, f"level {levels[i]}: {yours[i]:.4g} instead of {expected[i]:.4g}"
