@@ -33,7 +33,7 @@ there also writes its summary, without the predictions, to
 already in ``--out`` (same mode and epochs) are kept and only the missing ones trained,
 so the benchmark can be run in parts (e.g. ``--arms gnn,gnn_ema`` then the rest).
 
-    python benchmarks/bench_information.py                      # ~55 min on a 2-core CPU
+    python benchmarks/bench_information.py                      # ~66 min on a 2-core CPU
     python benchmarks/bench_information.py --arms summary,gnn --seeds 0,1,2
     python benchmarks/bench_information.py --print              # the table from --out
     python benchmarks/bench_information.py --print --markdown   # as in the README
@@ -78,19 +78,22 @@ ARMS = {
     "masses": ("GNN, masses only (Deep Set)", "gnn", {"target": "both", "inputs": "masses"}),
     "cartesian": ("GNN, Cartesian edge features", "gnn", {"embedding": "cartesian"}),
 }
-#: minutes per run measured on the 2-core development CPU under the lock (full mode, at
-#: most 50 epochs, except ``gnn``: the EMA recipe at most 100); the estimate printed
-#: before a run scales them by :func:`_minutes`
+#: arm -> (minutes per run, the epoch cap it was measured at), measured on the 2-core
+#: development CPU under the lock (full mode); baselines have no epochs. The estimate
+#: printed before a run scales them (:func:`_minutes`).
 MINUTES = {
-    "baseline": 0.02,
-    "gnn": 3.1,
-    "gnn_plain": 2.2,
-    "gnn_ema50": 2.3,
-    "gnn_both": 2.4,
-    "positions": 2.0,
-    "masses": 0.4,
-    "cartesian": 2.3,
+    "baseline": (0.02, None),
+    "gnn": (3.1, 100),
+    "gnn_plain": (2.2, 50),
+    "gnn_ema50": (2.3, 50),
+    "gnn_both": (4.6, 100),
+    "positions": (5.0, 100),
+    "masses": (1.6, 100),
+    "cartesian": (2.3, 50),
 }
+#: how much longer a run at a cap of 100 epochs took than at 50 (the lecture arm: 3.1 /
+#: 2.2 min; early stopping ended its runs after 50 to 62 epochs)
+LONGER_CAP = 1.4
 PARAMS = ("sigma_8", "Omega_m")
 
 
@@ -104,20 +107,16 @@ def _quiet() -> None:
 
 def _minutes(arm: str, epochs: int | None) -> float:
     """Estimated minutes of one run of ``arm`` with ``--epochs`` ``epochs``: the measured
-    :data:`MINUTES`, times ``cap / 50`` for an epoch cap below 50, and for an arm measured
-    at 50 run at 100, times 1.4 (the EMA recipe's runs at a cap of 100 took 1.4 times as
-    long as at 50: early stopping ended them after 50 to 62 epochs)."""
+    :data:`MINUTES`, times ``cap / measured cap`` below the measured cap and
+    :data:`LONGER_CAP` above it."""
     from physml.settings import DEFAULT_EPOCHS
 
     _, kind, options = ARMS[arm]
-    base = MINUTES.get(arm, MINUTES[kind])
-    if kind == "baseline":
-        return base
+    minutes, measured_cap = MINUTES.get(arm, MINUTES[kind])
+    if measured_cap is None:
+        return minutes
     cap = options.get("epochs", epochs or DEFAULT_EPOCHS)
-    measured_at = 100 if arm == "gnn" else 50
-    if cap < 50:
-        return base * cap / measured_at
-    return base * (1.4 if cap > 50 and measured_at == 50 else 1.0)
+    return minutes * (cap / measured_cap if cap <= measured_cap else LONGER_CAP)
 
 
 def run_arm(arm: str, seed: int, fast: bool, epochs: int | None, tmp: str) -> dict:
@@ -175,8 +174,9 @@ def summarise(results: dict, n_boot: int = 2000) -> dict:
 
 def table(summary: dict) -> str:
     """The ablation table: one line per arm and parameter."""
+    width = max([len("arm"), *(len(row["label"]) for row in summary.values())]) + 2
     head = (
-        f"{'arm':<44}{'param':<9}{'epsilon % (seeds)':>19}{'68 % boot':>15}"
+        f"{'arm':<{width}}{'param':<9}{'epsilon % (seeds)':>19}{'68 % boot':>15}"
         f"{'R^2 (seeds)':>17}{'68 % boot':>15}{'chi2':>6}{'cov68':>7}{'n':>3}"
     )
     lines = [head, "-" * len(head)]
@@ -194,7 +194,7 @@ def table(summary: dict) -> str:
             lo, hi = r["epsilon_68"]
             rlo, rhi = r["r2_68"]
             lines.append(
-                f"{row['label']:<44}{p:<9}{pm('epsilon', 100, '.2f'):>19}"
+                f"{row['label']:<{width}}{p:<9}{pm('epsilon', 100, '.2f'):>19}"
                 f"{f'{100 * lo:.2f}-{100 * hi:.2f}':>15}{pm('r2', 1, '.3f'):>17}"
                 f"{f'{rlo:.3f}-{rhi:.3f}':>15}{r['chi2_mean']:>6.2f}"
                 f"{r['coverage_68_mean']:>7.2f}{r['n_seeds']:>3}"

@@ -187,16 +187,24 @@ def _call(fn, args: tuple, what: str):
         return None, f"calling it on {what} raised {type(err).__name__}: {err}"
 
 
-def _as_float64(x, what: str, shape: tuple) -> tuple[np.ndarray | None, str | None]:
-    """``x`` as a float64 array of ``shape``, or ``(None, one line)`` saying what is wrong."""
+def _numpy(x, dtype=None) -> np.ndarray:
+    """A student's result (a tensor, an array, a list) as a numpy array."""
+    return np.asarray(x.detach().cpu() if torch.is_tensor(x) else x, dtype=dtype)
+
+
+def _as_float64(
+    x, what: str, shape: tuple, finite: bool = True
+) -> tuple[np.ndarray | None, str | None]:
+    """``x`` as a float64 array of ``shape``, or ``(None, one line)`` saying what is wrong
+    (NaN and inf are wrong unless ``finite=False``)."""
     try:
-        arr = np.asarray(x.detach().cpu() if torch.is_tensor(x) else x, dtype=np.float64)
+        arr = _numpy(x, np.float64)
     except (TypeError, ValueError) as err:
         got = type(x).__name__
         return None, f"{what}: expected an array of shape {list(shape)}, got {got} ({err})"
     if arr.shape != tuple(shape):
         return None, f"{what}: shape {list(arr.shape)}, expected {list(shape)}"
-    if not np.isfinite(arr).all():
+    if finite and not np.isfinite(arr).all():
         return None, f"{what}: {int((~np.isfinite(arr)).sum())} values are not finite (NaN or inf)"
     return arr, None
 
@@ -623,18 +631,18 @@ def check_mean_aggregation(fn) -> tuple[bool, str]:
     got, err = _call(fn, (h.clone(), edge_index.clone()), "h [7, 3], edge_index [2, 10]")
     if err:
         return False, err
-    try:
-        raw = np.asarray(got.detach().cpu() if torch.is_tensor(got) else got, dtype=np.float64)
-    except (TypeError, ValueError):
-        raw = None
-    if raw is not None and raw.shape == (TOY_NODES, 3) and np.isnan(raw[6]).any():
+    what = "the aggregated features"
+    yours, err = _as_float64(got, what, (TOY_NODES, 3), finite=False)
+    if err:
+        return False, err + " (one row per node)"
+    if np.isnan(yours[6]).any():
         return False, (
             "node 6 receives no message and your mean there is NaN (0 / 0): give nodes "
             "without neighbours 0, as PyG does (divide by the count clamped to at least 1)"
         )
-    yours, err = _as_float64(got, "the aggregated features", (TOY_NODES, 3))
+    _, err = _as_float64(yours, what, (TOY_NODES, 3))
     if err:
-        return False, err + " (one row per node)"
+        return False, err
     hn = h.numpy()
     expected = _mean_by_loop(hn, TOY_EDGES)
     if np.allclose(yours, expected, rtol=1e-6, atol=1e-9):
@@ -683,7 +691,7 @@ def check_k_hop_nodes(fn, node: int = 4, k: int = 2) -> tuple[bool, str]:
     if err:
         return False, err
     try:
-        flat = np.asarray(got.detach().cpu() if torch.is_tensor(got) else got).reshape(-1)
+        flat = _numpy(got).reshape(-1)
         yours = sorted({int(v) for v in flat})
         if not np.all(np.isin(flat, np.arange(TOY_NODES))):
             raise ValueError
